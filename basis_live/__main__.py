@@ -1,0 +1,3 @@
+from basis_live.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The mode-agnostic engine: clock, portfolio valuation, order management, the tick loop."""

@@ -1,0 +1,474 @@
+"""EventDrivenStrategyEngine: one mode-agnostic loop per tick.
+
+market snapshot -> positions -> exposure -> risk -> strategy decision -> orders -> fills -> P&L ->
+snapshot and heartbeat.
+
+Three asyncio tasks run side by side so that none can starve the others: the market task keeps the
+latest snapshot (and drives the simulated venues), the strategy task ticks every
+``monitoring_interval`` simulated seconds, and the risk watchdog (``risk.watchdog``) evaluates
+limits on every new snapshot, picks up commands from other processes and writes the heartbeat. A
+hung strategy step or venue call stalls only the strategy task.
+
+Trading states: ACTIVE (everything), REDUCING (only exposure-reducing orders), HALTED (no orders,
+only cancels and an explicit unwind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Callable, Protocol
+
+from basis_live.config import RunConfig
+from basis_live.engine.clock import SimClock
+from basis_live.engine.orders import OrderManager
+from basis_live.engine.portfolio import PortfolioView, price_usdt, value_portfolio
+from basis_live.feeds.base import FeedError, MarketFeed, MarketSnapshot
+from basis_live.modes.base import OrderIntent, StrategyMode
+from basis_live.risk.limits import RiskInputs, RiskReport, evaluate
+from basis_live.store import Store, iso, utc_now
+from basis_live.venues.base import Venue, VenueAccount, VenueError
+
+ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
+#: Wall seconds between market refreshes (and so between risk evaluations on new prices).
+MARKET_REFRESH_SECONDS = 0.02
+
+
+class Simulated(Protocol):
+    def on_market(self, snapshot: MarketSnapshot) -> None: ...
+
+
+class Reporter(Protocol):
+    """What the CLI's live view implements."""
+
+    def update(self, summary: dict[str, Any]) -> None: ...
+
+    def event(self, level: str, message: str) -> None: ...
+
+
+@dataclass
+class RunOutcome:
+    status: str  # stopped | completed | emergency_stopped | failed
+    reason: str
+    summary: dict[str, Any]
+
+
+class EventDrivenStrategyEngine:
+    def __init__(
+        self,
+        run_id: str,
+        config: RunConfig,
+        feed: MarketFeed,
+        venues: dict[str, Venue],
+        simulated: list[Simulated],
+        mode: StrategyMode,
+        store: Store,
+        clock: SimClock,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.config = config
+        self.strategy = config.strategy
+        self.feed = feed
+        self.venues = venues
+        self.simulated = simulated
+        self.mode = mode
+        self.store = store
+        self.clock = clock
+        self.reporter = reporter
+        self.state = ACTIVE
+        self.market: MarketSnapshot | None = None
+        self.market_event = asyncio.Event()
+        self.view: PortfolioView | None = None
+        self.risk: RiskReport | None = None
+        self.orders = OrderManager(run_id, venues, store, self.sim_now,
+                                   config.strategy.execution.venue_timeout_seconds, self.event)
+        self.initial_capital = config.initial_capital
+        self.peak_equity = config.initial_capital
+        self.max_drawdown = 0.0
+        self.day_start_equity = config.initial_capital
+        self._day = None
+        self.started_wall = time.monotonic()
+        self.sim_start: datetime | None = None
+        self._stop_requested = asyncio.Event()
+        self._final_status = "stopped"
+        self._final_reason = ""
+        self._pending_acks: list[int] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._halt_lock = asyncio.Lock()
+        self.ticks = 0
+
+    # ------------------------------------------------------------------ helpers
+    def sim_now(self) -> datetime:
+        return self.market.timestamp if self.market is not None else self.clock.now()
+
+    def event(self, kind: str, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
+        self.store.append_event(self.run_id, kind, message, level=level, sim_time=self.sim_now(), data=data)
+        if self.reporter is not None and level in ("warning", "error", "critical"):
+            self.reporter.event(level, message)
+
+    async def fetch_accounts(self, timeout: float | None = None) -> dict[str, VenueAccount]:
+        """Every venue's account, in parallel; a venue that fails or times out keeps its last
+        known account (so valuation never stops) and counts a failure."""
+        timeout = timeout or self.strategy.execution.venue_timeout_seconds
+        previous = self.view.accounts if self.view is not None else {}
+
+        async def one(name: str, venue: Venue) -> tuple[str, VenueAccount]:
+            try:
+                async with asyncio.timeout(timeout):
+                    account = await venue.fetch_account()
+                self.orders.failures[name] = 0
+                return name, account
+            except (asyncio.TimeoutError, VenueError):
+                self.orders.failures[name] += 1
+                return name, previous.get(name, VenueAccount(name))
+
+        return dict(await asyncio.gather(*(one(n, v) for n, v in self.venues.items())))
+
+    async def refresh_view(self, timeout: float | None = None) -> PortfolioView:
+        assert self.market is not None
+        accounts = await self.fetch_accounts(timeout)
+        liquidation = self.strategy.leverage.liquidation_threshold if self.strategy.leverage else None
+        view = value_portfolio(accounts, self.market, self.strategy.share_class, liquidation)
+        self.view = view
+        self._track_equity(view)
+        return view
+
+    def _track_equity(self, view: PortfolioView) -> None:
+        day = view.market.timestamp.date()
+        if self._day != day:
+            self._day = day
+            self.day_start_equity = view.equity
+        if view.equity > self.peak_equity:
+            self.peak_equity = view.equity
+        self.max_drawdown = max(self.max_drawdown, self.current_drawdown(view))
+
+    def current_drawdown(self, view: PortfolioView) -> float:
+        if self.peak_equity <= 0:
+            return 0.0
+        return float((self.peak_equity - view.equity) / self.peak_equity)
+
+    def risk_inputs(self, view: PortfolioView) -> RiskInputs:
+        worst_venue = min(view.margin_ratios, key=view.margin_ratios.__getitem__) if view.margin_ratios else None
+        return RiskInputs(
+            drawdown=self.current_drawdown(view),
+            largest_position=float(view.largest_position),
+            daily_loss=float(self.day_start_equity - view.equity),
+            health_factor=view.health_factor,
+            worst_margin_ratio=view.worst_margin_ratio,
+            worst_margin_venue=worst_venue,
+        )
+
+    def evaluate_risk(self, view: PortfolioView) -> RiskReport:
+        report = evaluate(self.strategy.risk, self.risk_inputs(view), iso(view.market.timestamp) or "")
+        self.risk = report
+        return report
+
+    def risk_dict(self) -> dict[str, Any]:
+        if self.risk is None:
+            return {"status": "ok", "breaches": [], "warnings": [], "action_required": False}
+        data = self.risk.as_dict()
+        data["trading_state"] = self.state
+        data["degraded_venues"] = self.orders.degraded_venues()
+        return data
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict[str, Any]:
+        view = self.view
+        equity = view.equity if view is not None else self.initial_capital
+        pnl = equity - self.initial_capital
+        sim_now = self.sim_now()
+        elapsed_days = (sim_now - self.sim_start).total_seconds() / 86400 if self.sim_start else 0.0
+        ret = float(pnl / self.initial_capital)
+        # Annualising a few hours of P&L produces absurd APYs (the old system's 1166%): only from
+        # one simulated day on.
+        apy = ((1 + ret) ** (365 / elapsed_days) - 1) if elapsed_days >= 1 and ret > -1 else None
+        ledger = self.orders.ledger_totals
+        gas = sum((-v * price_usdt(k.split(":")[1], self.market) for k, v in ledger.items() if k.startswith("gas:")),
+                  Decimal(0)) if self.market else Decimal(0)
+        funding = sum((v for k, v in ledger.items() if k.startswith("funding:")), Decimal(0))
+        share_price = price_usdt(self.strategy.share_class, self.market) if self.market else Decimal(1)
+        return {
+            "run_id": self.run_id,
+            "strategy_name": self.strategy.name,
+            "mode": self.strategy.mode,
+            "share_class": self.strategy.share_class,
+            "trading_state": self.state,
+            "sim_time": iso(sim_now),
+            "sim_elapsed_days": round(elapsed_days, 6),
+            "wall_elapsed_seconds": round(time.monotonic() - self.started_wall, 3),
+            "initial_capital": str(self.initial_capital),
+            "current_value": str(_q(equity)),
+            "total_pnl": str(_q(pnl)),
+            "return_pct": round(ret * 100, 6),
+            "apy_pct": None if apy is None else round(apy * 100, 4),
+            "peak_value": str(_q(self.peak_equity)),
+            "current_drawdown": round(self.current_drawdown(view), 8) if view else 0.0,
+            "max_drawdown": round(self.max_drawdown, 8),
+            "total_trades": self.orders.filled_orders,
+            "fees_paid": str(_q(self.orders.fees_paid / share_price)),
+            "funding_received": str(_q(funding / share_price)),
+            "interest_earned": str(_q(view.accrued_interest)) if view else "0",
+            "gas_paid": str(_q(gas / share_price)),
+            "net_delta": str(_q(view.net_delta)) if view else "0",
+            "gross_exposure": str(_q(view.gross_exposure)) if view else "0",
+            "worst_margin_ratio": view.worst_margin_ratio if view else None,
+            "health_factor": view.health_factor if view else None,
+            "risk_status": self.risk.status if self.risk else "ok",
+            "feed": self.feed.label,
+            "ticks": self.ticks,
+        }
+
+    def record_snapshot(self) -> None:
+        view = self.view
+        if view is None:
+            return
+        summary = self.summary()
+        self.store.record_snapshot(
+            self.run_id,
+            sim_time=view.market.timestamp,
+            equity=summary["current_value"],
+            pnl=summary["total_pnl"],
+            peak_value=summary["peak_value"],
+            drawdown=summary["current_drawdown"],
+            max_drawdown=summary["max_drawdown"],
+            total_trades=summary["total_trades"],
+            positions=view.position_values,
+            exposures={"by_asset": {k: str(v) for k, v in view.exposures.items()},
+                       "net_delta": summary["net_delta"], "gross_exposure": summary["gross_exposure"],
+                       "margin_ratios": view.margin_ratios, "health_factor": view.health_factor},
+            risk=self.risk_dict(),
+            metrics=summary,
+            trading_state=self.state,
+        )
+
+    # ------------------------------------------------------------------ state changes
+    def set_state(self, state: str, reason: str, latency_ms: float | None = None) -> None:
+        if self.state == state:
+            return
+        previous, self.state = self.state, state
+        self.store.set_trading_state(self.run_id, state)
+        data: dict[str, Any] = {"from": previous, "to": state}
+        if latency_ms is not None:
+            data["latency_ms"] = round(latency_ms, 3)
+        self.event(f"state.{state.lower()}", f"trading state {previous} -> {state}: {reason}",
+                   level="warning" if state != ACTIVE else "info", data=data)
+
+    async def execute(self, intents: list[OrderIntent], *, allow_when_halted: bool = False) -> None:
+        """Send intents that the trading state allows; reducing-only while REDUCING."""
+        assert self.market is not None
+        execution = self.strategy.execution
+        for intent in intents:
+            if self.state == HALTED and not allow_when_halted:
+                self.event("order.blocked", f"{intent.purpose} {intent.side} {intent.symbol} on {intent.venue} "
+                           "blocked: trading HALTED")
+                continue
+            if self.state == REDUCING and not intent.reduces_exposure:
+                self.event("order.blocked", f"{intent.purpose} {intent.side} {intent.symbol} on {intent.venue} "
+                           "blocked: trading REDUCING (only exposure-reducing orders)")
+                continue
+            if intent.venue in self.orders.degraded_venues():
+                self.event("order.blocked", f"{intent.venue} is degraded; {intent.purpose} order not sent",
+                           level="warning")
+                continue
+            mark = self._mark(intent)
+            order_type, price = "market", None
+            # Unwinds and risk reductions take liquidity: getting out matters more than the fee.
+            if execution.order_type == "limit" and intent.purpose not in ("risk_reduce", "unwind", "exit_full"):
+                offset = Decimal(repr(execution.limit_offset_bps)) / Decimal(10_000)
+                order_type = "limit"
+                price = mark * (1 - offset) if intent.side == "buy" else mark * (1 + offset)
+            result = await self.orders.submit(
+                intent.venue, intent.symbol, intent.side, intent.quantity, order_type=order_type, price=price,
+                reduce_only=intent.reduce_only, purpose=intent.purpose, mark=mark,
+            )
+            if result.status == "skipped":
+                self.event("order.skipped", f"{intent.purpose} {intent.side} {intent.quantity:.8f} {intent.symbol} "
+                           f"on {intent.venue} not sent: {result.reason}")
+
+    def _mark(self, intent: OrderIntent) -> Decimal:
+        assert self.market is not None
+        base = intent.symbol.split("/")[0].split("-")[0]
+        if intent.symbol.endswith(":USDT"):
+            return Decimal(repr(self.market.perp_mark[intent.venue][base]))
+        return price_usdt(base, self.market)
+
+    # ------------------------------------------------------------------ tasks
+    async def _market_loop(self) -> None:
+        end = self.feed.end
+        while not self._stop_requested.is_set():
+            now = self.clock.now()
+            if end is not None and now >= end:
+                await self.publish(await self.feed.snapshot_at(end))
+                self.request_stop("feed ended", status="completed")
+                return
+            await self.publish(await self.feed.snapshot_at(now))
+            await asyncio.sleep(MARKET_REFRESH_SECONDS)
+
+    async def publish(self, snapshot: MarketSnapshot) -> None:
+        snapshot = dataclasses.replace(snapshot, received_monotonic=time.monotonic())
+        for venue in self.simulated:
+            venue.on_market(snapshot)
+        self.market = snapshot
+        self.market_event.set()
+
+    async def _strategy_loop(self) -> None:
+        interval = self.strategy.monitoring_interval
+        next_tick = self.sim_now()
+        while not self._stop_requested.is_set():
+            await self.clock.sleep_until(next_tick)
+            await self.tick()
+            next_tick = max(next_tick + _seconds(interval), self.clock.now())
+
+    async def tick(self) -> None:
+        """One strategy step."""
+        self.ticks += 1
+        await self.orders.collect_fills()
+        await self.orders.cancel_stale(self.strategy.execution.order_timeout_seconds)
+        view = await self.refresh_view()
+        if self.state != HALTED:
+            if self.orders.has_unsettled():
+                # Never decide on top of orders that may still fill: first settle them.
+                await self.orders.reconcile_unsettled()
+            elif not self.orders.degraded_venues() or self.state == REDUCING:
+                intents = self.mode.decide(view)
+                if intents:
+                    await self.execute(intents)
+                    await self.orders.collect_fills()
+                    view = await self.refresh_view()
+        self.evaluate_risk(view)
+        self.record_snapshot()
+
+    # ------------------------------------------------------------------ stop paths
+    def request_stop(self, reason: str, status: str = "stopped", command_id: int | None = None) -> None:
+        if command_id is not None:
+            self._pending_acks.append(command_id)
+        if not self._stop_requested.is_set():
+            self._final_status = status
+            self._final_reason = reason
+            self._stop_requested.set()
+
+    async def emergency_stop(self, reason: str, unwind: bool, command_id: int | None = None,
+                             latency_from: float | None = None) -> None:
+        """HALT now (no new orders), cancel every open order, optionally unwind, then end the run."""
+        async with self._halt_lock:
+            if self._final_status == "emergency_stopped" and self._stop_requested.is_set():
+                if command_id is not None:
+                    self._pending_acks.append(command_id)
+                return
+            latency = (time.monotonic() - latency_from) * 1000 if latency_from else None
+            self.set_state(HALTED, reason, latency_ms=latency)
+            # The strategy step may be hung in a venue call: stop it before touching orders.
+            for task in self._tasks:
+                if task.get_name() == "strategy":
+                    task.cancel()
+            cancelled = await self.orders.cancel_all()
+            self.event("emergency.cancelled", f"emergency stop: cancelled open orders {cancelled}",
+                       level="warning", data={"cancelled": cancelled, "reason": reason})
+            if unwind:
+                await self.unwind()
+            self.request_stop(reason, status="emergency_stopped", command_id=command_id)
+            # request_stop keeps the first reason; an emergency overrides a pending graceful stop.
+            self._final_status, self._final_reason = "emergency_stopped", reason
+
+    async def unwind(self) -> None:
+        """Close every position back to the share class, batch by batch (safe order)."""
+        for number, batch in enumerate(self.mode.unwind(await self.refresh_view()), 1):
+            self.event("emergency.unwind", f"unwind batch {number}: " +
+                       ", ".join(f"{i.side} {i.quantity:.8f} {i.symbol}@{i.venue}" for i in batch), level="warning")
+            await self.execute(batch, allow_when_halted=True)
+            await self.orders.collect_fills()
+        view = await self.refresh_view()
+        self.event("emergency.unwound", f"unwind done: equity {_q(view.equity)} {self.strategy.share_class}, "
+                   f"gross exposure {_q(view.gross_exposure)}", level="warning")
+
+    # ------------------------------------------------------------------ run
+    async def start(self) -> None:
+        """Load instruments, take the first snapshot, fund paper accounts."""
+        try:
+            snapshot = await self.feed.snapshot_at(self.clock.now())
+        except FeedError as exc:
+            raise exc
+        await self.publish(snapshot)
+        self.sim_start = snapshot.timestamp
+        await self.orders.load_instruments()
+        self.event("run.started", f"run {self.run_id} started: {self.strategy.name} ({self.strategy.mode}), capital "
+                   f"{self.initial_capital} {self.strategy.share_class}, feed {self.feed.label}")
+        view = await self.refresh_view()
+        self.evaluate_risk(view)
+        self.record_snapshot()
+
+    async def run(self, watchdog: Any) -> RunOutcome:
+        """Run until stopped, completed, halted or failed; always leaves the run row final."""
+        loop_tasks = {
+            "market": self._market_loop(),
+            "strategy": self._strategy_loop(),
+            "watchdog": watchdog.run(),
+        }
+        self._tasks = [asyncio.create_task(coro, name=name) for name, coro in loop_tasks.items()]
+        if self.reporter is not None:
+            self._tasks.append(asyncio.create_task(self._report_loop(), name="reporter"))
+        stop_wait = asyncio.create_task(self._stop_requested.wait(), name="stop-wait")
+        failure: BaseException | None = None
+        try:
+            while not self._stop_requested.is_set():
+                done, _ = await asyncio.wait([stop_wait, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is stop_wait or task.cancelled():
+                        continue
+                    exc = task.exception()
+                    if exc is not None:
+                        failure = exc
+                        self.request_stop(f"engine task {task.get_name()} failed: {exc!r}", status="failed")
+                if stop_wait in done:
+                    break
+        finally:
+            for task in [*self._tasks, stop_wait]:
+                task.cancel()
+            # Loops also check the stop flag; a task stuck in a hung venue call is abandoned here.
+            await asyncio.wait([*self._tasks, stop_wait], timeout=2.0)
+        return await self._finish(failure)
+
+    async def _finish(self, failure: BaseException | None) -> RunOutcome:
+        status, reason = self._final_status, self._final_reason
+        if status in ("stopped", "completed", "failed"):
+            cancelled = await self.orders.cancel_all()
+            if any(cancelled.values()):
+                self.event("run.cancelled_orders", f"cancelled open orders on stop: {cancelled}")
+        with contextlib.suppress(Exception):
+            await self.orders.collect_fills()
+            view = await self.refresh_view()
+            self.evaluate_risk(view)
+        self.record_snapshot()
+        self.store.set_run_status(self.run_id, status, reason)
+        self.event(f"run.{status}", f"run {self.run_id} {status}: {reason}",
+                   level="error" if status == "failed" else ("warning" if status == "emergency_stopped" else "info"))
+        for command_id in self._pending_acks:
+            self.store.ack_command(command_id, "done", f"run {status}: {reason}")
+        for venue in self.venues.values():
+            with contextlib.suppress(Exception):
+                await venue.close()
+        if failure is not None and not isinstance(failure, (VenueError, FeedError)):
+            raise failure
+        return RunOutcome(status, reason, self.summary())
+
+    async def _report_loop(self) -> None:
+        assert self.reporter is not None
+        while True:
+            self.reporter.update(self.summary())
+            await asyncio.sleep(0.25)
+
+
+def _q(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.00000001"))
+
+
+def _seconds(seconds: float):  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    return timedelta(seconds=seconds)

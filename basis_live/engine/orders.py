@@ -1,0 +1,250 @@
+"""Exactly-once order submission, venue-agnostic.
+
+Every order is written to the store as ``pending_submit`` with our client order id before it is
+sent. A submit is never blindly retried: when its outcome is unknown (timeout, lost response) the
+venue is asked for the order by client id; only a confirmed absence allows one resubmit with the
+same id. Orders still unknown stay ``unknown`` in the store and block new decisions until a later
+reconcile settles them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Callable
+
+from basis_live.store import Store
+from basis_live.venues.base import (
+    AmbiguousOrderError,
+    Instrument,
+    OrderRejected,
+    OrderRequest,
+    OrderState,
+    Venue,
+    VenueError,
+)
+
+#: Order statuses that mean "may still be live on the venue".
+UNSETTLED = ("pending_submit", "unknown", "open", "partially_filled")
+#: Consecutive failed calls after which a venue counts as degraded (LT-004 in the risk report).
+DEGRADED_AFTER = 3
+
+
+@dataclass
+class SubmitResult:
+    client_order_id: str
+    status: str  # filled | open | partially_filled | rejected | unknown | skipped
+    reason: str | None = None
+
+
+class OrderManager:
+    def __init__(
+        self,
+        run_id: str,
+        venues: dict[str, Venue],
+        store: Store,
+        now: Callable[[], datetime],
+        call_timeout: float,
+        event: Callable[..., None],
+    ) -> None:
+        self.run_id = run_id
+        self.venues = venues
+        self.store = store
+        self.now = now
+        self.call_timeout = call_timeout
+        self.event = event
+        self.instruments: dict[str, dict[str, Instrument]] = {}
+        self._seq = itertools.count(1)
+        self.failures: dict[str, int] = {name: 0 for name in venues}
+        self.fees_paid = Decimal(0)
+        self.filled_orders = 0
+        self._fill_cursor: dict[str, int] = {name: 0 for name in venues}
+        self._ledger_cursor: dict[str, int] = {name: 0 for name in venues}
+        self.ledger_totals: dict[str, Decimal] = {}
+
+    async def load_instruments(self) -> None:
+        for name, venue in self.venues.items():
+            self.instruments[name] = await venue.instruments()
+
+    def degraded_venues(self) -> list[str]:
+        return [name for name, count in self.failures.items() if count >= DEGRADED_AFTER]
+
+    async def _call(self, venue: str, coro):  # type: ignore[no-untyped-def]
+        try:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation.
+            async with asyncio.timeout(self.call_timeout):
+                result = await coro
+        except (asyncio.TimeoutError, VenueError):
+            self.failures[venue] += 1
+            raise
+        self.failures[venue] = 0
+        return result
+
+    def next_client_order_id(self) -> str:
+        # Unique across runs (run id) and within a run (sequence); short enough for every venue
+        # (binance 36, okx 32, bybit 36 characters).
+        return f"bl{self.run_id}{next(self._seq):06d}"
+
+    async def submit(
+        self,
+        venue: str,
+        symbol: str,
+        side: str,
+        quantity: Decimal,
+        *,
+        order_type: str,
+        price: Decimal | None,
+        reduce_only: bool,
+        purpose: str,
+        mark: Decimal,
+    ) -> SubmitResult:
+        instrument = self.instruments[venue].get(symbol)
+        if instrument is None:
+            return SubmitResult("", "skipped", f"{venue} has no instrument {symbol}")
+        quantity = instrument.round_quantity(quantity)
+        if price is not None:
+            price = instrument.round_price(price)
+        problem = "quantity rounds to zero" if quantity <= 0 else instrument.check_minimums(quantity, price or mark)
+        if problem:
+            return SubmitResult("", "skipped", problem)
+        cid = self.next_client_order_id()
+        self.store.insert_order(
+            client_order_id=cid, run_id=self.run_id, venue=venue, instrument=symbol, side=side,
+            order_type=order_type, quantity=str(quantity), price=None if price is None else str(price),
+            reduce_only=reduce_only, purpose=purpose, sim_time=self.now(),
+        )
+        request = OrderRequest(cid, venue, symbol, side, quantity, order_type, price, reduce_only)  # type: ignore[arg-type]
+        return await self._send(request)
+
+    async def _send(self, request: OrderRequest, resend: bool = False) -> SubmitResult:
+        cid = request.client_order_id
+        try:
+            state = await self._call(request.venue, self.venues[request.venue].place_order(request))
+        except OrderRejected as exc:
+            self.store.update_order(cid, status="rejected", reason=str(exc))
+            self.event("order.rejected", f"{cid} {request.side} {request.quantity} {request.symbol} on "
+                       f"{request.venue} rejected: {exc}", level="warning")
+            return SubmitResult(cid, "rejected", str(exc))
+        except (AmbiguousOrderError, asyncio.TimeoutError, VenueError) as exc:
+            reason = str(exc) or "submit timed out"
+            self.store.update_order(cid, status="unknown", reason=reason)
+            self.event("order.unknown", f"{cid} outcome unknown ({reason}); reconciling by client order id",
+                       level="warning")
+            return await self._reconcile_after_ambiguous(request, resend)
+        self._record_state(state)
+        return SubmitResult(cid, state.status)
+
+    async def _reconcile_after_ambiguous(self, request: OrderRequest, resent: bool) -> SubmitResult:
+        cid = request.client_order_id
+        try:
+            state = await self._call(request.venue, self.venues[request.venue].fetch_order(cid))
+        except (asyncio.TimeoutError, VenueError) as exc:
+            return SubmitResult(cid, "unknown", f"reconcile failed: {exc or 'timeout'}")
+        if state is None:
+            if resent:
+                return SubmitResult(cid, "unknown", "absent after resend")
+            self.event("order.resend", f"{cid} confirmed absent on {request.venue}; resending with the same id")
+            return await self._send(request, resend=True)
+        self._record_state(state)
+        self.event("order.reconciled", f"{cid} found on {request.venue} as {state.status}")
+        return SubmitResult(cid, state.status)
+
+    def _record_state(self, state: OrderState) -> None:
+        self.store.update_order(
+            state.client_order_id, status=state.status, venue_order_id=state.venue_order_id,
+            filled_quantity=str(state.filled_quantity),
+            average_price=None if state.average_price is None else str(state.average_price),
+            fee=str(state.fee), fee_asset=state.fee_asset, reason=state.reason,
+        )
+
+    async def reconcile_unsettled(self) -> int:
+        """Refresh every order the store holds as possibly live; returns how many stay unsettled."""
+        unsettled = 0
+        for row in self.store.list_orders(self.run_id, UNSETTLED):
+            venue = row["venue"]
+            try:
+                state = await self._call(venue, self.venues[venue].fetch_order(row["client_order_id"]))
+            except (asyncio.TimeoutError, VenueError):
+                unsettled += 1
+                continue
+            if state is None:
+                if row["status"] in ("pending_submit", "unknown"):
+                    # Confirmed never reached the venue: it is safe to forget, the mode re-decides.
+                    self.store.update_order(row["client_order_id"], status="rejected",
+                                            reason="confirmed absent on venue after unknown submit")
+                else:
+                    self.store.update_order(row["client_order_id"], status="cancelled", reason="no longer on venue")
+                continue
+            if state.status != row["status"] or state.filled_quantity != Decimal(row["filled_quantity"]):
+                self._record_state(state)
+            if state.is_open:
+                unsettled += 1
+        return unsettled
+
+    async def cancel_all(self) -> dict[str, int]:
+        """Cancel every open order on every venue (in parallel); returns cancelled count per venue."""
+
+        async def one(name: str, venue: Venue) -> tuple[str, int]:
+            try:
+                states = await self._call(name, venue.cancel_all_orders())
+            except (asyncio.TimeoutError, VenueError) as exc:
+                self.event("order.cancel_failed", f"cancel-all on {name} failed: {exc or 'timeout'}", level="error")
+                return name, -1
+            for state in states:
+                self._record_state(state)
+            return name, len(states)
+
+        results = await asyncio.gather(*(one(n, v) for n, v in self.venues.items()))
+        # Orders we sent but the venue never listed as open are settled by a reconcile.
+        await self.reconcile_unsettled()
+        return dict(results)
+
+    async def cancel_stale(self, max_age_sim_seconds: float) -> int:
+        """Cancel open orders older than ``max_age_sim_seconds`` of simulated time."""
+        now = self.now()
+        cancelled = 0
+        for row in self.store.list_orders(self.run_id, ("open", "partially_filled")):
+            created = datetime.fromisoformat(row["sim_time"].replace("Z", "+00:00"))
+            if (now - created).total_seconds() < max_age_sim_seconds:
+                continue
+            try:
+                state = await self._call(row["venue"], self.venues[row["venue"]].cancel_order(row["client_order_id"]))
+            except (asyncio.TimeoutError, VenueError):
+                continue
+            self._record_state(state)
+            self.event("order.expired", f"{row['client_order_id']} unfilled after {max_age_sim_seconds:g}s; cancelled")
+            cancelled += 1
+        return cancelled
+
+    async def collect_fills(self) -> int:
+        """Record new fills and ledger entries from every venue; returns the number of new fills."""
+        new = 0
+        for name, venue in self.venues.items():
+            try:
+                fills, cursor = await self._call(name, venue.fetch_fills(self._fill_cursor[name]))
+                ledger, lcursor = await self._call(name, venue.fetch_ledger(self._ledger_cursor[name]))
+            except (asyncio.TimeoutError, VenueError):
+                continue
+            self._fill_cursor[name] = cursor
+            self._ledger_cursor[name] = lcursor
+            for fill in fills:
+                if self.store.insert_fill(
+                    run_id=self.run_id, client_order_id=fill.client_order_id, venue=fill.venue,
+                    fill_id=fill.fill_id, instrument=fill.symbol, side=fill.side, quantity=str(fill.quantity),
+                    price=str(fill.price), fee=str(fill.fee), fee_asset=fill.fee_asset, sim_time=fill.timestamp,
+                ):
+                    new += 1
+                    self.fees_paid += fill.fee
+            for entry in ledger:
+                key = f"{entry.kind}:{entry.asset}"
+                self.ledger_totals[key] = self.ledger_totals.get(key, Decimal(0)) + entry.amount
+        if new:
+            counts = self.store.count_orders(self.run_id)
+            self.filled_orders = counts.get("filled", 0)
+        return new
+
+    def has_unsettled(self) -> bool:
+        return bool(self.store.list_orders(self.run_id, UNSETTLED))

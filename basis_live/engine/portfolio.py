@@ -1,0 +1,171 @@
+"""Portfolio valuation: equity, exposures, margin ratios and health factor from venue accounts and a
+market snapshot. Pure functions of their inputs; the engine knows no venue, only ``VenueAccount``s.
+
+Equity is Decimal (it is money: balances x prices). Ratios (drawdown, margin ratio, health factor)
+are floats: they are analytics compared with limits, never sent to a venue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from basis_live.feeds.base import MarketSnapshot
+from basis_live.venues.base import ZERO, Position, VenueAccount
+
+#: Tokens priced as another asset (wrapped or pegged forms).
+PRICE_ALIASES = {"WETH": "ETH"}
+
+
+def _d(value: float) -> Decimal:
+    return Decimal(repr(value))
+
+
+def price_usdt(asset: str, market: MarketSnapshot) -> Decimal:
+    """Price of one unit of ``asset`` in USDT."""
+    asset = PRICE_ALIASES.get(asset, asset)
+    if asset == "USDT":
+        return Decimal(1)
+    if asset in market.spot:
+        return _d(market.spot[asset])
+    if asset in market.lst_rate:
+        return _d(market.lst_rate[asset]) * _d(market.spot["ETH"])
+    raise KeyError(f"no price for {asset}")
+
+
+def eth_per_unit(asset: str, market: MarketSnapshot) -> Decimal | None:
+    """ETH delta of one unit of an ETH-like asset (ETH, WETH, LSTs through the oracle rate)."""
+    if asset in ("ETH", "WETH"):
+        return Decimal(1)
+    if asset in market.lst_rate:
+        return _d(market.lst_rate[asset])
+    return None
+
+
+@dataclass
+class PortfolioView:
+    """The whole portfolio at one instant, valued in the share class."""
+
+    market: MarketSnapshot
+    share_class: str
+    accounts: dict[str, VenueAccount]
+    equity: Decimal
+    exposures: dict[str, Decimal]  # underlying asset -> net quantity (delta), e.g. {"BTC": 0.001}
+    net_delta: Decimal  # share-class value of the non-share-class exposure
+    gross_exposure: Decimal  # share-class value of all long + short exposure legs
+    margin_ratios: dict[str, float]  # perp venue -> (margin + uPnL) / notional
+    health_factor: float | None  # None without debt
+    position_values: list[dict[str, object]] = field(default_factory=list)
+    accrued_interest: Decimal = ZERO
+
+    def balance(self, venue: str, asset: str) -> Decimal:
+        account = self.accounts.get(venue)
+        return account.balances.get(asset, ZERO) if account else ZERO
+
+    def position(self, venue: str, symbol: str) -> Position | None:
+        account = self.accounts.get(venue)
+        if account is None:
+            return None
+        return next((p for p in account.positions if p.symbol == symbol), None)
+
+    def position_quantity(self, venue: str, symbol: str) -> Decimal:
+        position = self.position(venue, symbol)
+        return position.quantity if position else ZERO
+
+    @property
+    def worst_margin_ratio(self) -> float | None:
+        return min(self.margin_ratios.values()) if self.margin_ratios else None
+
+    @property
+    def largest_position(self) -> Decimal:
+        return max((Decimal(str(p["value"])).copy_abs() for p in self.position_values), default=ZERO)
+
+
+def value_portfolio(
+    accounts: dict[str, VenueAccount],
+    market: MarketSnapshot,
+    share_class: str,
+    liquidation_threshold: float | None = None,
+) -> PortfolioView:
+    """Value every balance and position in ``share_class`` at ``market``'s prices."""
+    share_price = price_usdt(share_class, market)
+    equity_usdt = ZERO
+    exposures: dict[str, Decimal] = {}
+    gross_usdt = ZERO
+    position_values: list[dict[str, object]] = []
+    margin_ratios: dict[str, float] = {}
+    collateral_usdt = ZERO
+    debt_usdt = ZERO
+    accrued = ZERO
+
+    def expose(asset: str, quantity: Decimal) -> None:
+        nonlocal gross_usdt
+        underlying = PRICE_ALIASES.get(asset, asset)
+        eth = eth_per_unit(asset, market)
+        if eth is not None and underlying != "ETH":
+            underlying, quantity = "ETH", quantity * eth
+        if underlying != share_class:
+            exposures[underlying] = exposures.get(underlying, ZERO) + quantity
+            gross_usdt += abs(quantity) * price_usdt(underlying, market)
+
+    for venue, account in accounts.items():
+        for asset, amount in account.balances.items():
+            if not amount:
+                continue
+            value = amount * price_usdt(asset, market)
+            equity_usdt += value
+            expose(asset, amount)
+            if asset != "USDT" or venue == "wallet":
+                position_values.append({"venue": venue, "symbol": asset, "kind": "balance",
+                                        "quantity": str(amount), "value": str(value / share_price)})
+        perp_notional = ZERO
+        upnl = ZERO
+        for p in account.positions:
+            if p.kind == "perp":
+                mark = p.mark_price or price_usdt(p.base, market)
+                notional = abs(p.quantity) * mark
+                perp_notional += notional
+                upnl += p.unrealized_pnl
+                equity_usdt += p.unrealized_pnl
+                expose(p.base, p.quantity)
+                position_values.append({"venue": venue, "symbol": p.symbol, "kind": "perp",
+                                        "quantity": str(p.quantity), "entry_price": str(p.entry_price),
+                                        "mark_price": str(mark), "unrealized_pnl": str(p.unrealized_pnl),
+                                        "value": str(p.quantity * mark / share_price)})
+            elif p.kind in ("supply", "stake"):
+                value = p.quantity * price_usdt(p.base, market)
+                equity_usdt += value
+                collateral_usdt += value
+                expose(p.base, p.quantity)
+                if p.principal is not None:
+                    accrued += (p.quantity - p.principal) * price_usdt(p.base, market)
+                position_values.append({"venue": venue, "symbol": p.symbol, "kind": p.kind,
+                                        "quantity": str(p.quantity), "value": str(value / share_price)})
+            elif p.kind == "debt":
+                value = p.quantity * price_usdt(p.base, market)
+                equity_usdt -= value
+                debt_usdt += value
+                expose(p.base, -p.quantity)
+                position_values.append({"venue": venue, "symbol": p.symbol, "kind": "debt",
+                                        "quantity": str(p.quantity), "value": str(-value / share_price)})
+        if perp_notional:
+            margin = account.balances.get("USDT", ZERO) + upnl
+            margin_ratios[venue] = float(margin / perp_notional)
+
+    health_factor = None
+    if debt_usdt > 0 and liquidation_threshold is not None:
+        health_factor = float(collateral_usdt * Decimal(repr(liquidation_threshold)) / debt_usdt)
+    net_delta_usdt = sum((q * price_usdt(a, market) for a, q in exposures.items()), ZERO)
+    return PortfolioView(
+        market=market,
+        share_class=share_class,
+        accounts=accounts,
+        equity=equity_usdt / share_price,
+        exposures=exposures,
+        net_delta=net_delta_usdt / share_price,
+        gross_exposure=gross_usdt / share_price,
+        margin_ratios=margin_ratios,
+        health_factor=health_factor,
+        position_values=position_values,
+        accrued_interest=accrued / share_price,
+    )

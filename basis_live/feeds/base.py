@@ -1,0 +1,103 @@
+"""The market-data contract every feed (sample, replay, live) fulfils.
+
+A feed answers one question: what did the market look like at time ``ts``? The engine asks it on its
+own clock, so the same feed drives paper trading (sim clock at ``--speed``), backtests (stepped clock)
+and, later, live data. Market data are floats: they are analytics inputs, not balances. Amounts that
+reach a venue are Decimals rounded to venue precision (see ``basis_live.venues``).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Mapping
+
+#: Perp venues every feed quotes.
+PERP_VENUES: tuple[str, ...] = ("binance", "bybit", "okx")
+#: Base assets with spot prices and perps.
+BASE_ASSETS: tuple[str, ...] = ("BTC", "ETH")
+#: Assets with an AAVE V3 reserve in the feeds.
+LENDING_ASSETS: tuple[str, ...] = ("USDT", "WETH", "weETH", "wstETH")
+#: Liquid staking tokens with an oracle rate (LST per ETH, in ETH).
+LST_ASSETS: tuple[str, ...] = ("weETH", "wstETH")
+#: Funding settles at these UTC hours on every venue in sample and replay data.
+FUNDING_HOURS_UTC: tuple[int, ...] = (0, 8, 16)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketSnapshot:
+    """The market at one instant (UTC). Every price is quoted in USDT.
+
+    - ``spot``: asset -> price in USDT; always contains "USDT": 1.0, "BTC", "ETH", and the LSTs
+      ("weETH", "wstETH") valued as lst_rate x ETH.
+    - ``perp_mark``: venue -> base asset -> perp mark price in USDT.
+    - ``funding_rate``: venue -> base asset -> the funding rate (fraction per 8 h period) that will
+      settle at the next settlement time; a short position receives notional x rate when positive.
+    - ``lending_index``: asset -> AAVE liquidityIndex as a ratio (near 1.0; on chain it is RAY).
+    - ``lending_apr``: asset -> AAVE supply APR (fraction per year).
+    - ``borrow_index`` / ``borrow_apr``: asset -> AAVE variableBorrowIndex and variable borrow APR.
+    - ``lst_rate``: LST -> ETH per LST (oracle rate), e.g. weETH 1.04.
+    - ``gas_price_gwei``: Ethereum gas price.
+    """
+
+    timestamp: datetime
+    spot: Mapping[str, float]
+    perp_mark: Mapping[str, Mapping[str, float]]
+    funding_rate: Mapping[str, Mapping[str, float]]
+    lending_index: Mapping[str, float]
+    lending_apr: Mapping[str, float]
+    borrow_index: Mapping[str, float]
+    borrow_apr: Mapping[str, float]
+    lst_rate: Mapping[str, float]
+    gas_price_gwei: float
+    source: str = "sample"
+    scenario: str | None = None
+    #: time.monotonic() when the engine received this snapshot; set by the engine, used to measure
+    #: breach-to-halt latency.
+    received_monotonic: float = field(default=0.0, compare=False)
+
+
+class FeedError(Exception):
+    """A feed cannot produce data (missing series, misaligned range, unreadable file)."""
+
+
+class MarketFeed(abc.ABC):
+    """A source of MarketSnapshots indexed by time.
+
+    ``start`` is the first instant with data. ``end`` is the last (``None`` for an endless feed).
+    ``label`` is shown to the operator in the first line of output, e.g.
+    "SAMPLE DATA (synthetic, seed 7, scenario crash)"; ``is_sample`` is True for synthetic data.
+    """
+
+    label: str
+    is_sample: bool
+    start: datetime
+    end: datetime | None
+
+    @abc.abstractmethod
+    async def snapshot_at(self, ts: datetime) -> MarketSnapshot:
+        """The market at ``ts`` (UTC, start <= ts <= end); interpolated between data points."""
+
+    async def close(self) -> None:  # pragma: no cover - nothing to release for file feeds
+        return None
+
+
+def utc(ts: datetime) -> datetime:
+    """Return ``ts`` as an aware UTC datetime (naive input is taken as UTC)."""
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=timezone.utc)
+    return ts.astimezone(timezone.utc)
+
+
+def last_funding_settlement(ts: datetime) -> datetime:
+    """The most recent funding settlement at or before ``ts`` (00:00, 08:00, 16:00 UTC)."""
+    ts = utc(ts)
+    hour = max(h for h in FUNDING_HOURS_UTC if h <= ts.hour)
+    return ts.replace(hour=hour, minute=0, second=0, microsecond=0)
+
+
+def next_funding_settlement(ts: datetime) -> datetime:
+    """The first funding settlement strictly after ``ts``."""
+    last = last_funding_settlement(ts)
+    return last + timedelta(hours=8)

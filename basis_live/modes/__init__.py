@@ -1,0 +1,1 @@
+"""Strategy logic, one module per mode, behind the ``StrategyMode`` interface (``modes.base``)."""

@@ -1,0 +1,114 @@
+"""btc_basis / eth_basis: long spot on binance, short linear perps of equal size split across the
+perp venues by ``hedge_allocation``; earns funding while delta-neutral.
+
+Sizing from equity E (USDT) with perp leverage L: spot notional S = E x L / (L + 1), kept on
+binance; each perp venue v holds margin alloc_v x S / L and a short of alloc_v x S / price. A leg
+trades only when it deviates from its target by more than ``position_deviation_threshold``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from basis_live.engine.portfolio import PortfolioView, price_usdt
+from basis_live.feeds.base import MarketSnapshot
+from basis_live.modes.base import OrderIntent, StrategyMode
+from basis_live.venues.base import ZERO
+
+SPOT_VENUE = "binance"
+#: Share of a leg cut by one ``reduce`` step (margin ratio or drawdown breach with policy reduce).
+REDUCE_FRACTION = Decimal("0.25")
+
+
+class BasisMode(StrategyMode):
+    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config)
+        self.name = config.mode
+        self.asset = config.asset
+        self.spot_symbol = f"{self.asset}/USDT"
+        self.perp_symbol = f"{self.asset}/USDT:USDT"
+        self.leverage = Decimal(repr(config.execution.perp_leverage))
+        self.allocation = {v: Decimal(repr(w)) for v, w in config.hedge_allocation.items() if w > 0}
+
+    def _spot_budget(self, equity: Decimal) -> Decimal:
+        return equity * self.leverage / (self.leverage + 1)
+
+    def initial_funding(self, capital: Decimal, market: MarketSnapshot) -> dict[str, dict[str, Decimal]]:
+        spot = self._spot_budget(capital)
+        funding: dict[str, dict[str, Decimal]] = {v: {"USDT": w * spot / self.leverage} for v, w in self.allocation.items()}
+        funding.setdefault(SPOT_VENUE, {"USDT": ZERO})
+        funding[SPOT_VENUE]["USDT"] += capital - sum(a["USDT"] for a in funding.values())
+        return funding
+
+    def _targets(self, view: PortfolioView) -> tuple[Decimal, dict[str, Decimal]]:
+        price = price_usdt(self.asset, view.market)
+        spot_qty = self._spot_budget(view.equity) / price
+        return spot_qty, {v: -w * spot_qty for v, w in self.allocation.items()}
+
+    def _leg(self, venue: str, symbol: str, current: Decimal, target: Decimal, entering: bool) -> OrderIntent | None:
+        threshold = Decimal(repr(self.config.position_deviation_threshold))
+        delta = target - current
+        if target == 0 and current == 0:
+            return None
+        if target != 0 and abs(delta) / abs(target) <= threshold:
+            return None
+        grows = abs(target) > abs(current) and (current == 0 or (current > 0) == (target > 0))
+        purpose = ("entry_full" if entering else "entry_partial") if grows else "exit_partial"
+        side = "buy" if delta > 0 else "sell"
+        is_perp = symbol == self.perp_symbol
+        return OrderIntent(venue, symbol, side, abs(delta), purpose, reduces_exposure=not grows,
+                           reduce_only=is_perp and not grows)
+
+    def decide(self, view: PortfolioView) -> list[OrderIntent]:
+        if view.equity <= 0:
+            return []
+        spot_target, perp_targets = self._targets(view)
+        spot_now = view.balance(SPOT_VENUE, self.asset)
+        entering = spot_now == 0
+        intents = []
+        spot = self._leg(SPOT_VENUE, self.spot_symbol, spot_now, spot_target, entering)
+        if spot is not None and spot.side == "buy":
+            # Never spend the perp margin that binance's own short needs.
+            price = price_usdt(self.asset, view.market)
+            margin_needed = abs(perp_targets.get(SPOT_VENUE, ZERO)) * price / self.leverage
+            affordable = (view.balance(SPOT_VENUE, "USDT") - margin_needed) / (price * Decimal("1.003"))
+            spot = spot if affordable >= spot.quantity else (
+                OrderIntent(SPOT_VENUE, self.spot_symbol, "buy", affordable, spot.purpose, False) if affordable > 0 else None)
+        if spot is not None:
+            intents.append(spot)
+        for venue, target in perp_targets.items():
+            leg = self._leg(venue, self.perp_symbol, view.position_quantity(venue, self.perp_symbol), target, entering)
+            if leg is not None:
+                intents.append(leg)
+        return intents
+
+    def reduce(self, view: PortfolioView, breach_types: list[str]) -> list[OrderIntent]:
+        """Cut every leg by REDUCE_FRACTION (or to max_position_size), keeping the hedge matched."""
+        fraction = REDUCE_FRACTION
+        cap = self.config.risk.max_position_size.limit
+        if "max_position_size" in breach_types and cap is not None and view.largest_position > 0:
+            fraction = max(fraction, 1 - Decimal(repr(cap)) / view.largest_position)
+        fraction = min(fraction, Decimal(1))
+        intents = []
+        spot_now = view.balance(SPOT_VENUE, self.asset)
+        if spot_now > 0:
+            intents.append(OrderIntent(SPOT_VENUE, self.spot_symbol, "sell", spot_now * fraction, "risk_reduce", True))
+        for venue in self.allocation:
+            quantity = view.position_quantity(venue, self.perp_symbol)
+            if quantity:
+                intents.append(OrderIntent(venue, self.perp_symbol, "buy" if quantity < 0 else "sell",
+                                           abs(quantity) * fraction, "risk_reduce", True, reduce_only=True))
+        return intents
+
+    def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
+        # Both legs in one batch: closing one side first would leave the book naked in between.
+        batch = []
+        for venue in self.allocation:
+            quantity = view.position_quantity(venue, self.perp_symbol)
+            if quantity:
+                batch.append(OrderIntent(venue, self.perp_symbol, "buy" if quantity < 0 else "sell", abs(quantity),
+                                         "exit_full", True, reduce_only=True))
+        spot_now = view.balance(SPOT_VENUE, self.asset)
+        if spot_now > 0:
+            batch.append(OrderIntent(SPOT_VENUE, self.spot_symbol, "sell", spot_now, "exit_full", True))
+        return [batch] if batch else []

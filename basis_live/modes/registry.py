@@ -1,0 +1,24 @@
+"""Mode name -> implementation. Modes without one are refused by ``start`` with LT-003."""
+
+from __future__ import annotations
+
+from basis_live.config import StrategyConfig
+from basis_live.errors import EngineInitError
+from basis_live.modes.base import StrategyMode
+from basis_live.modes.catalog import MODES
+
+
+def create_mode(config: StrategyConfig) -> StrategyMode:
+    spec = MODES[config.mode]
+    if config.mode == "pure_lending":
+        from basis_live.modes.pure_lending import PureLending
+
+        return PureLending(config)
+    if config.mode in ("btc_basis", "eth_basis") and spec.implemented:
+        from basis_live.modes.basis import BasisMode
+
+        return BasisMode(config)
+    raise EngineInitError(
+        f"mode {config.mode} is not implemented yet (paper trading supports: "
+        f"{', '.join(name for name, s in MODES.items() if s.implemented)}); nothing was started"
+    )

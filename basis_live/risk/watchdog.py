@@ -1,0 +1,120 @@
+"""The risk watchdog: an asyncio task in the engine process, independent of the strategy tick.
+
+Every ``poll_seconds`` (50 ms) it picks up commands from other processes (stop, emergency-stop).
+On every new market snapshot, and at least every ``interval_seconds`` (<= 1 s), it revalues the
+portfolio (venue reads bounded by a short timeout: a hung venue keeps its last known account), checks
+the limits and applies each breached limit's policy:
+
+- warn: recorded once per episode, shown by ``risk`` / ``health``.
+- reduce: state REDUCING (sticky for the run: nothing re-grows a position after a reduce breach)
+  and the mode's ``reduce`` intents, at most once per ``monitoring_interval`` of simulated time.
+- emergency_stop: state HALTED, open orders cancelled, unwind if configured, run ends.
+
+It writes the heartbeat at least every ``heartbeat_seconds`` (1 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from basis_live.engine.engine import HALTED, REDUCING
+
+if TYPE_CHECKING:
+    from basis_live.engine.engine import EventDrivenStrategyEngine
+
+
+class RiskWatchdog:
+    def __init__(
+        self,
+        engine: "EventDrivenStrategyEngine",
+        interval_seconds: float = 0.5,
+        poll_seconds: float = 0.05,
+        heartbeat_seconds: float = 1.0,
+        venue_timeout_seconds: float = 0.5,
+    ) -> None:
+        self.engine = engine
+        self.interval = min(interval_seconds, 1.0)
+        self.poll = poll_seconds
+        self.heartbeat_every = heartbeat_seconds
+        self.venue_timeout = venue_timeout_seconds
+        self._last_eval = 0.0
+        self._last_heartbeat = 0.0
+        self._last_reduce: datetime | None = None
+        self._warned: set[str] = set()
+        self.evaluations = 0
+
+    async def run(self) -> None:
+        engine = self.engine
+        while True:
+            try:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation.
+                async with asyncio.timeout(self.poll):
+                    await engine.market_event.wait()
+            except TimeoutError:
+                pass
+            fresh_market = engine.market_event.is_set()
+            engine.market_event.clear()
+            await self.handle_commands()
+            now = time.monotonic()
+            if fresh_market or now - self._last_eval >= self.interval:
+                await self.check()
+                self._last_eval = now
+            if now - self._last_heartbeat >= self.heartbeat_every:
+                engine.store.heartbeat(engine.run_id, engine.state, engine.risk_dict())
+                self._last_heartbeat = now
+
+    async def handle_commands(self) -> None:
+        engine = self.engine
+        for command in engine.store.take_pending_commands(engine.run_id):
+            if command.kind == "stop":
+                engine.event("command.stop", f"stop requested by {command.args.get('by', 'operator')}")
+                engine.request_stop(command.args.get("reason") or "stopped by operator", command_id=command.id)
+            elif command.kind == "emergency_stop":
+                reason = command.args.get("reason") or "emergency stop by operator"
+                unwind = bool(command.args.get("unwind")) or engine.strategy.emergency.unwind
+                engine.event("command.emergency_stop", f"emergency stop requested: {reason}"
+                             f"{' (with unwind)' if unwind else ''}", level="warning")
+                await engine.emergency_stop(reason, unwind, command_id=command.id)
+            else:
+                engine.store.ack_command(command.id, "rejected", f"unknown command {command.kind!r}")
+
+    async def check(self) -> None:
+        engine = self.engine
+        if engine.market is None or engine.state == HALTED:
+            return
+        snapshot_received = engine.market.received_monotonic
+        view = await engine.refresh_view(timeout=self.venue_timeout)
+        report = engine.evaluate_risk(view)
+        self.evaluations += 1
+        current_types = {b.type for b in report.breaches}
+        self._warned &= current_types  # a cleared breach can warn again next time
+        for breach in report.breaches:
+            message = (f"{breach.type} breached: {breach.current:.6g} vs limit {breach.limit:.6g} "
+                       f"({breach.breach_pct:+.2f}%), policy {breach.policy}")
+            if breach.policy == "emergency_stop":
+                await engine.emergency_stop(
+                    f"risk: {message}", unwind=engine.strategy.emergency.unwind, latency_from=snapshot_received
+                )
+                return
+            if breach.type not in self._warned:
+                engine.event(f"risk.breach.{breach.type}", message, level="warning", data=breach.__dict__)
+                self._warned.add(breach.type)
+        reducing = [b.type for b in report.breaches if b.policy == "reduce"]
+        if reducing:
+            if engine.state != REDUCING:
+                engine.set_state(REDUCING, f"risk: {', '.join(reducing)} breached",
+                                 latency_ms=(time.monotonic() - snapshot_received) * 1000)
+            now = view.market.timestamp
+            cooldown = engine.strategy.monitoring_interval
+            if self._last_reduce is None or (now - self._last_reduce).total_seconds() >= cooldown:
+                self._last_reduce = now
+                intents = engine.mode.reduce(view, reducing)
+                if intents:
+                    engine.event("risk.reduce", f"reducing exposure for {', '.join(reducing)}: " +
+                                 ", ".join(f"{i.side} {i.quantity:.8f} {i.symbol}@{i.venue}" for i in intents),
+                                 level="warning")
+                    await engine.execute(intents)
+                    await engine.orders.collect_fills()

@@ -1,0 +1,404 @@
+"""LiveTradingService: what every CLI command calls. It returns plain data; the CLI only renders.
+
+The read side (status, metrics, risk, health, orders) touches only SQLite and the process table,
+so it stays fast: the engine, pydantic config and venue code are imported only by the commands
+that run or validate a strategy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from basis_live.errors import (
+    BasisLiveError,
+    EngineInitError,
+    MonitoringError,
+    RequestValidationError,
+    RiskCheckError,
+    StopError,
+)
+from basis_live.process import process_alive
+from basis_live.store import ACTIVE_STATUSES, RunRow, Store, default_db_path, iso, parse_iso, utc_now
+
+if TYPE_CHECKING:
+    from basis_live.config import RunConfig
+    from basis_live.engine.engine import Reporter, RunOutcome
+
+
+@dataclass
+class PreparedRun:
+    """A validated request and the one RunConfig built from it (nothing written yet)."""
+
+    request: dict[str, Any]
+    config: "RunConfig"
+
+
+@dataclass
+class StopResult:
+    run_id: str
+    ok: bool
+    status: str
+    message: str
+    elapsed_ms: float = 0.0
+
+
+@dataclass
+class HealthReport:
+    healthy: bool
+    problems: list[str]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    checked_at: str = ""
+
+
+def _num(value: str | None) -> float | None:
+    return None if value is None else float(Decimal(value))
+
+
+class LiveTradingService:
+    def __init__(self, db_path: Path | None = None, strategies_dir: Path | None = None) -> None:
+        self.db_path = Path(db_path) if db_path is not None else default_db_path()
+        self.strategies_dir = strategies_dir
+        self._store: Store | None = None
+
+    # ------------------------------------------------------------------ store access
+    def _open(self, create: bool) -> Store | None:
+        if self._store is None:
+            self._store = Store.open(self.db_path, create=create)
+        return self._store
+
+    def _reader(self) -> Store | None:
+        return self._open(create=False)
+
+    def _run(self, run_id: str) -> tuple[Store, RunRow]:
+        store = self._reader()
+        if store is None:
+            raise RequestValidationError(f"no run {run_id!r}: no state database at {self.db_path}")
+        full_id = store.resolve_run_id(run_id)
+        row = store.get_run(full_id)
+        assert row is not None
+        return store, row
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # ------------------------------------------------------------------ requests
+    def create_request(
+        self,
+        strategy_name: str,
+        initial_capital: str | float | Decimal,
+        *,
+        share_class: str | None = None,
+        overrides: list[str] | None = None,
+        risk_overrides: list[str] | None = None,
+        feed: str = "sample",
+        data: Path | None = None,
+        scenario: str | None = None,
+        speed: float = 1.0,
+        seed: int = 7,
+    ) -> PreparedRun:
+        """Validate everything (LT-001 / LT-002 / LT-003) before anything is written."""
+        from basis_live.config import ConfigManager, build_run_config, parse_capital
+        from basis_live.feeds.sample import SCENARIOS
+        from basis_live.modes.registry import create_mode
+
+        capital = parse_capital(initial_capital)
+        if speed <= 0 or speed != speed:
+            raise RequestValidationError(f"--speed must be > 0, got {speed}")
+        if scenario is not None and scenario not in SCENARIOS:
+            raise RequestValidationError(f"unknown scenario {scenario!r}; scenarios: {', '.join(SCENARIOS)}")
+        strategy = ConfigManager(self.strategies_dir).load(strategy_name, overrides, risk_overrides, share_class)
+        feed_options = {"kind": feed, "data": data, "scenario": scenario, "speed": speed, "seed": seed}
+        config = build_run_config(strategy, capital, feed_options)
+        create_mode(config.strategy)  # LT-003 for modes that cannot trade yet
+        request = {
+            "strategy_name": strategy_name, "initial_capital": str(capital), "share_class": config.share_class,
+            "overrides": list(overrides or []), "risk_overrides": list(risk_overrides or []),
+            "feed": feed, "data": None if data is None else str(data), "scenario": scenario, "speed": speed,
+            "seed": seed,
+        }
+        return PreparedRun(request, config)
+
+    # ------------------------------------------------------------------ running
+    def start_live_trading(
+        self,
+        prepared: PreparedRun,
+        reporter: "Reporter | None" = None,
+        on_started: Callable[[dict[str, Any]], None] | None = None,
+    ) -> "RunOutcome":
+        """Run the engine in this process until it stops. Writes the run row only once the feed,
+        mode and venues are built; SIGINT / SIGTERM stop it gracefully."""
+        import asyncio
+        import signal
+
+        from basis_live.config import redact_secrets
+        from basis_live.engine.clock import SimClock
+        from basis_live.engine.engine import EventDrivenStrategyEngine
+        from basis_live.feeds.base import FeedError
+        from basis_live.feeds.factory import open_feed
+        from basis_live.modes.registry import create_mode
+        from basis_live.process import hostname, process_start
+        from basis_live.risk.watchdog import RiskWatchdog
+        from basis_live.venues.factory import build_paper_venues
+
+        config = prepared.config
+        store = self._open(create=True)
+        assert store is not None
+        try:
+            feed = open_feed(config.feed.kind, config.feed.data, config.feed.scenario, config.feed.seed)
+        except FeedError as exc:
+            raise EngineInitError(f"market feed unusable: {exc}") from None
+        mode = create_mode(config.strategy)
+        run_id = secrets.token_hex(4)
+
+        async def main() -> "RunOutcome":
+            clock = SimClock(feed.start, config.feed.speed)
+            try:
+                first = await feed.snapshot_at(feed.start)
+            except FeedError as exc:
+                raise EngineInitError(f"market feed unusable: {exc}") from None
+            venues, simulated = build_paper_venues(config, mode, first)
+            for venue in simulated:
+                venue.on_market(first)
+            store.insert_run(
+                run_id=run_id, strategy_name=config.strategy.name, mode=config.strategy.mode,
+                share_class=config.share_class, initial_capital=str(config.initial_capital),
+                execution_mode=config.execution_mode, environment=config.environment, feed_label=feed.label,
+                request=redact_secrets(prepared.request), config=redact_secrets(config.model_dump(mode="json")),
+                pid=os.getpid(), host=hostname(), pid_start=process_start(os.getpid()),
+                heartbeat_timeout=config.strategy.heartbeat_timeout,
+            )
+            engine = EventDrivenStrategyEngine(run_id, config, feed, venues, simulated, mode, store, clock, reporter)
+            loop = asyncio.get_running_loop()
+            for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
+                loop.add_signal_handler(signum, engine.request_stop, f"{name} received")
+            try:
+                await engine.start()
+                if on_started is not None:
+                    on_started({"run_id": run_id, "db": str(self.db_path), "feed": feed.label,
+                                "is_sample": feed.is_sample, "pid": os.getpid()})
+                return await engine.run(RiskWatchdog(engine))
+            except BaseException as exc:
+                if store.get_run(run_id) is not None:
+                    store.set_run_status(run_id, "failed", f"engine failed: {exc!r}", only_if=ACTIVE_STATUSES)
+                raise
+            finally:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
+
+        return asyncio.run(main())
+
+    # ------------------------------------------------------------------ reads
+    def _status_row(self, row: RunRow, now: datetime) -> dict[str, Any]:
+        heartbeat = parse_iso(row.last_heartbeat)
+        alive = process_alive(row.pid, row.host, row.pid_start) if row.status in ACTIVE_STATUSES else False
+        return {
+            "run_id": row.run_id,
+            "strategy_name": row.strategy_name,
+            "mode": row.mode,
+            "status": row.status,
+            "trading_state": row.trading_state,
+            "share_class": row.share_class,
+            "initial_capital": _num(row.initial_capital),
+            "current_value": _num(row.current_value),
+            "total_pnl": _num(row.total_pnl),
+            "total_trades": row.total_trades,
+            "current_drawdown": row.current_drawdown,
+            "max_drawdown": row.max_drawdown,
+            "risk_status": row.risk_status,
+            "last_heartbeat": row.last_heartbeat,
+            "heartbeat_age_seconds": None if heartbeat is None else round((now - heartbeat).total_seconds(), 3),
+            "sim_time": row.sim_time,
+            "pid": row.pid,
+            "host": row.host,
+            "process_alive": alive,
+            "execution_mode": row.execution_mode,
+            "feed": row.feed_label,
+            "started_at": row.started_at,
+            "stopped_at": row.stopped_at,
+            "stop_reason": row.stop_reason,
+        }
+
+    def get_status(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        now = utc_now()
+        if run_id is not None:
+            _, row = self._run(run_id)
+            return [self._status_row(row, now)]
+        store = self._reader()
+        if store is None:
+            return []
+        return [self._status_row(row, now) for row in store.list_runs()]
+
+    def get_all_running_strategies(self) -> list[dict[str, Any]]:
+        store = self._reader()
+        if store is None:
+            return []
+        now = utc_now()
+        return [self._status_row(row, now) for row in store.list_runs(ACTIVE_STATUSES)]
+
+    def get_performance_metrics(self, run_id: str) -> dict[str, Any]:
+        store, row = self._run(run_id)
+        metrics = row.metrics
+        if metrics is None:
+            raise MonitoringError(f"run {row.run_id} has no snapshot yet")
+        metrics = dict(metrics)
+        metrics["status"] = row.status
+        metrics["snapshots"] = store.count_snapshots(row.run_id)
+        metrics["orders"] = store.count_orders(row.run_id)
+        return metrics
+
+    def check_risk_limits(self, run_id: str) -> dict[str, Any]:
+        """The last risk evaluation the engine wrote (status, breaches with type / limit / current /
+        breach_pct, action_required) plus the configured limits."""
+        _, row = self._run(run_id)
+        risk = row.risk
+        if risk is None:
+            raise RiskCheckError(f"run {row.run_id} has no risk evaluation yet")
+        config = json.loads(row.config_json)
+        return {
+            "run_id": row.run_id,
+            "strategy_name": row.strategy_name,
+            "run_status": row.status,
+            "trading_state": row.trading_state,
+            "status": risk.get("status", "ok"),
+            "breaches": risk.get("breaches", []),
+            "warnings": risk.get("warnings", []),
+            "action_required": bool(risk.get("action_required")),
+            "evaluated_at": risk.get("evaluated_at"),
+            "figures": risk.get("figures", {}),
+            "degraded_venues": risk.get("degraded_venues", []),
+            "limits": config.get("strategy", {}).get("risk", {}),
+        }
+
+    def list_orders(self, run_id: str, open_only: bool = False) -> list[dict[str, Any]]:
+        store, row = self._run(run_id)
+        statuses = ("pending_submit", "unknown", "open", "partially_filled") if open_only else None
+        return store.list_orders(row.run_id, statuses)
+
+    def list_events(self, run_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        store, row = self._run(run_id)
+        return store.list_events(row.run_id, limit=limit)
+
+    # ------------------------------------------------------------------ control
+    def _await_ack(self, store: Store, command_id: int, timeout: float) -> tuple[bool, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            command = store.get_command(command_id)
+            if command is not None and command.acked_at is not None:
+                return True, command.ack_message or ""
+            if time.monotonic() >= deadline:
+                return False, ""
+            time.sleep(0.005)
+
+    def stop_live_trading(self, run_id: str | None, timeout: float = 10.0) -> list[StopResult]:
+        """Ask running engines to stop and wait for each acknowledgement. ``run_id=None`` stops all."""
+        store = self._reader()
+        if run_id is not None:
+            store, row = self._run(run_id)
+            rows = [row]
+        else:
+            rows = store.list_runs(ACTIVE_STATUSES) if store is not None else []
+        results = []
+        for row in rows:
+            started = time.monotonic()
+            if row.status not in ACTIVE_STATUSES:
+                results.append(StopResult(row.run_id, True, row.status, f"run {row.run_id} is already {row.status}"))
+                continue
+            if process_alive(row.pid, row.host, row.pid_start) is False:
+                assert store is not None
+                store.set_run_status(row.run_id, "failed", f"engine process {row.pid} gone without stopping",
+                                     only_if=ACTIVE_STATUSES)
+                store.append_event(row.run_id, "run.dead", f"stop found engine process {row.pid} gone; run marked failed",
+                                   level="error")
+                results.append(StopResult(row.run_id, False, "failed",
+                                          f"run {row.run_id}: engine process {row.pid} is gone; marked failed "
+                                          "(positions stay on the venues unattended)"))
+                continue
+            assert store is not None
+            command_id = store.enqueue_command(row.run_id, "stop", {"by": f"pid {os.getpid()}"})
+            store.set_run_status(row.run_id, "stopping", only_if=("running",))
+            acked, message = self._await_ack(store, command_id, timeout)
+            elapsed = (time.monotonic() - started) * 1000
+            if acked:
+                final = store.get_run(row.run_id)
+                results.append(StopResult(row.run_id, True, final.status if final else "stopped",
+                                          f"run {row.run_id} stopped ({message})", elapsed))
+            else:
+                results.append(StopResult(row.run_id, False, "stopping",
+                                          f"run {row.run_id}: no acknowledgement within {timeout:g}s "
+                                          "(engine hung? try emergency-stop, or kill the process)", elapsed))
+        return results
+
+    def emergency_stop(self, run_id: str, reason: str, unwind: bool = False, timeout: float = 10.0) -> StopResult:
+        """HALT the run now (no new orders), cancel its open orders, optionally unwind."""
+        if not reason.strip():
+            raise RequestValidationError("--reason must not be empty")
+        store, row = self._run(run_id)
+        started = time.monotonic()
+        if row.status not in ACTIVE_STATUSES:
+            return StopResult(row.run_id, True, row.status, f"run {row.run_id} is already {row.status}; nothing to halt")
+        if process_alive(row.pid, row.host, row.pid_start) is False:
+            note = (f"{reason} [engine process {row.pid} was gone: no orders cancelled, nothing unwound; "
+                    "check the venues by hand]")
+            store.set_run_status(row.run_id, "emergency_stopped", note, only_if=ACTIVE_STATUSES)
+            store.set_trading_state(row.run_id, "HALTED")
+            store.append_event(row.run_id, "run.emergency_stopped", note, level="critical")
+            return StopResult(row.run_id, False, "emergency_stopped",
+                              f"run {row.run_id}: engine process {row.pid} is gone; marked emergency_stopped, "
+                              "but no order was cancelled: act on the venues by hand")
+        command_id = store.enqueue_command(row.run_id, "emergency_stop", {"reason": reason, "unwind": unwind})
+        acked, message = self._await_ack(store, command_id, timeout)
+        elapsed = (time.monotonic() - started) * 1000
+        if not acked:
+            return StopResult(row.run_id, False, "running",
+                              f"run {row.run_id}: no acknowledgement of the emergency stop within {timeout:g}s "
+                              f"(engine pid {row.pid} hung? kill it and check the venues)", elapsed)
+        final = store.get_run(row.run_id)
+        return StopResult(row.run_id, True, final.status if final else "emergency_stopped",
+                          f"run {row.run_id} halted: {message}", elapsed)
+
+    def health_check(self, max_heartbeat_age: float | None = None) -> HealthReport:
+        """Healthy only when every running run has a live process, a fresh heartbeat and no
+        unhandled breach."""
+        from basis_live.risk.limits import unhandled_breaches
+
+        now = utc_now()
+        problems: list[str] = []
+        runs = self.get_all_running_strategies()
+        for run in runs:
+            label = f"run {run['run_id']} ({run['strategy_name']})"
+            limit = max_heartbeat_age
+            if limit is None:
+                store = self._reader()
+                row = store.get_run(run["run_id"]) if store else None
+                limit = row.heartbeat_timeout if row else 300.0
+            if run["process_alive"] is False:
+                problems.append(f"{label} is dead: engine process {run['pid']} is not running "
+                                f"(last heartbeat {run['last_heartbeat']})")
+                continue
+            age = run["heartbeat_age_seconds"]
+            if age is None or age > limit:
+                problems.append(f"{label} heartbeat is stale: {age if age is not None else 'never'}s old "
+                                f"(limit {limit:g}s)")
+            store = self._reader()
+            row = store.get_run(run["run_id"]) if store else None
+            if row is not None:
+                for breach in unhandled_breaches(row.risk, row.trading_state):
+                    problems.append(f"{label} has an unhandled {breach['type']} breach: {breach['current']:.6g} vs "
+                                    f"limit {breach['limit']:.6g} (policy {breach['policy']})")
+                for venue in (row.risk or {}).get("degraded_venues", []):
+                    problems.append(f"{label}: venue {venue} is degraded (LT-004)")
+        return HealthReport(not problems, problems, runs, iso(now) or "")
+
+
+def error_payload(exc: BasisLiveError) -> dict[str, Any]:
+    return {"error": exc.as_dict(), "at": datetime.now(timezone.utc).isoformat()}

@@ -1,0 +1,691 @@
+"""The SQLite state store: every SQL statement of basis-live lives in this module.
+
+One file (default ``$XDG_STATE_HOME/basis-live/state.db``) shared by the engine process, which
+writes runs, snapshots, orders, fills and events, and by the other commands (``status``, ``stop``,
+``health``...), which read it and queue commands for the engine. WAL lets readers run while the
+engine writes; a busy timeout absorbs short write contention. Migrations are small named steps
+applied in order at every open and recorded in ``migrations``; an applied migration is never
+edited, a new one is added.
+
+Money is stored as TEXT (Decimal strings), analytics (drawdown, ratios) as REAL. Timestamps are
+ISO 8601 UTC strings ending in ``Z``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from basis_live.errors import EngineInitError, RequestValidationError
+
+#: Snapshots kept per run at full resolution; older ones are thinned to the first of each hour.
+SNAPSHOT_RETENTION = 10_000
+_PRUNE_EVERY = 500
+
+RUN_STATUSES = ("running", "stopping", "stopped", "emergency_stopped", "failed", "completed")
+ACTIVE_STATUSES = ("running", "stopping")
+
+
+def default_db_path(env: Mapping[str, str] | None = None) -> Path:
+    """``BASIS_LIVE_DB`` if set, else ``$XDG_STATE_HOME/basis-live/state.db``."""
+    env = os.environ if env is None else env
+    if env.get("BASIS_LIVE_DB"):
+        return Path(env["BASIS_LIVE_DB"]).expanduser()
+    state_home = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home).expanduser() / "basis-live" / "state.db"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(ts: datetime | None) -> str | None:
+    if ts is None:
+        return None
+    return ts.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Migrations
+
+
+def _execute_script(db: sqlite3.Connection, script: str) -> None:
+    """Run a multi-statement script inside the caller's transaction (executescript would commit)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {statement.strip()[:60]}")
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    _execute_script(db, 
+        """
+        CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            strategy_name TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            share_class TEXT NOT NULL,
+            initial_capital TEXT NOT NULL,
+            execution_mode TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            feed_label TEXT NOT NULL,
+            request_json TEXT NOT NULL,
+            config_json TEXT NOT NULL,
+            pid INTEGER,
+            host TEXT,
+            pid_start TEXT,
+            status TEXT NOT NULL CHECK (status IN
+                ('running','stopping','stopped','emergency_stopped','failed','completed')),
+            trading_state TEXT NOT NULL DEFAULT 'ACTIVE',
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            stopped_at TEXT,
+            stop_reason TEXT,
+            heartbeat_timeout REAL NOT NULL,
+            last_heartbeat TEXT,
+            sim_time TEXT,
+            current_value TEXT,
+            total_pnl TEXT,
+            net_flows TEXT NOT NULL DEFAULT '0',
+            total_trades INTEGER NOT NULL DEFAULT 0,
+            current_drawdown REAL NOT NULL DEFAULT 0,
+            max_drawdown REAL NOT NULL DEFAULT 0,
+            peak_value TEXT,
+            risk_status TEXT,
+            risk_json TEXT,
+            metrics_json TEXT
+        );
+        CREATE INDEX runs_status ON runs(status);
+
+        CREATE TABLE snapshots (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(run_id),
+            wall_time TEXT NOT NULL,
+            sim_time TEXT NOT NULL,
+            equity TEXT NOT NULL,
+            pnl TEXT NOT NULL,
+            drawdown REAL NOT NULL,
+            positions_json TEXT NOT NULL,
+            exposures_json TEXT NOT NULL,
+            risk_json TEXT NOT NULL,
+            hour_bucket TEXT NOT NULL,
+            keep INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX snapshots_run ON snapshots(run_id, id);
+
+        CREATE TABLE orders (
+            client_order_id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(run_id),
+            venue TEXT NOT NULL,
+            instrument TEXT NOT NULL,
+            side TEXT NOT NULL,
+            order_type TEXT NOT NULL,
+            quantity TEXT NOT NULL,
+            price TEXT,
+            reduce_only INTEGER NOT NULL DEFAULT 0,
+            purpose TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,
+            venue_order_id TEXT,
+            filled_quantity TEXT NOT NULL DEFAULT '0',
+            average_price TEXT,
+            fee TEXT NOT NULL DEFAULT '0',
+            fee_asset TEXT,
+            reason TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            sim_time TEXT
+        );
+        CREATE INDEX orders_run ON orders(run_id, status);
+
+        CREATE TABLE fills (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(run_id),
+            client_order_id TEXT NOT NULL REFERENCES orders(client_order_id),
+            venue TEXT NOT NULL,
+            fill_id TEXT NOT NULL,
+            instrument TEXT NOT NULL,
+            side TEXT NOT NULL,
+            quantity TEXT NOT NULL,
+            price TEXT NOT NULL,
+            fee TEXT NOT NULL,
+            fee_asset TEXT NOT NULL,
+            sim_time TEXT NOT NULL,
+            wall_time TEXT NOT NULL,
+            UNIQUE (venue, fill_id)
+        );
+
+        CREATE TABLE commands (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(run_id),
+            kind TEXT NOT NULL,
+            args_json TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            picked_at TEXT,
+            acked_at TEXT,
+            ack_status TEXT,
+            ack_message TEXT
+        );
+        CREATE INDEX commands_pending ON commands(run_id, acked_at);
+
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT,
+            wall_time TEXT NOT NULL,
+            sim_time TEXT,
+            kind TEXT NOT NULL,
+            level TEXT NOT NULL,
+            message TEXT NOT NULL,
+            data_json TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX events_run ON events(run_id, id);
+        -- The audit trail is append-only.
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+            BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+        """
+    )
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+    ("001_initial", _m001_initial),
+]
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply the migrations not yet recorded; return the names applied."""
+    db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    done = {row[0] for row in db.execute("SELECT name FROM migrations")}
+    applied = []
+    for name, step in MIGRATIONS:
+        if name in done:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # A concurrent opener may have applied it between our read and the lock.
+            if db.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
+                db.execute("COMMIT")
+                continue
+            step(db)
+            db.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, iso(utc_now())))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    strategy_name: str
+    mode: str
+    share_class: str
+    initial_capital: str
+    execution_mode: str
+    environment: str
+    feed_label: str
+    request_json: str
+    config_json: str
+    pid: int | None
+    host: str | None
+    pid_start: str | None
+    status: str
+    trading_state: str
+    created_at: str
+    started_at: str | None
+    stopped_at: str | None
+    stop_reason: str | None
+    heartbeat_timeout: float
+    last_heartbeat: str | None
+    sim_time: str | None
+    current_value: str | None
+    total_pnl: str | None
+    net_flows: str
+    total_trades: int
+    current_drawdown: float
+    max_drawdown: float
+    peak_value: str | None
+    risk_status: str | None
+    risk_json: str | None
+    metrics_json: str | None
+
+    @property
+    def risk(self) -> dict[str, Any] | None:
+        return json.loads(self.risk_json) if self.risk_json else None
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        return json.loads(self.metrics_json) if self.metrics_json else None
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    id: int
+    run_id: str
+    kind: str
+    args: dict[str, Any]
+    created_at: str
+    picked_at: str | None
+    acked_at: str | None
+    ack_status: str | None
+    ack_message: str | None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"), sort_keys=True)
+
+
+class Store:
+    """A connection to the state file. Not shared across threads."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+        self.path = path
+        self.db = db
+        self._snapshot_inserts = 0
+
+    # ---------------------------------------------------------------- open / close
+    @classmethod
+    def open(cls, path: Path, create: bool = True) -> "Store | None":
+        """Open (and migrate) the state file. With ``create=False`` a missing file gives None.
+        An unusable path is LT-003 (nothing is written)."""
+        path = Path(path).expanduser()
+        if not path.exists():
+            if not create:
+                return None
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # Create it 0600 before SQLite touches it: the file holds the trading history.
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                os.close(fd)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise EngineInitError(f"state database {path} cannot be created: {exc.strerror}") from None
+        elif path.is_dir():
+            raise EngineInitError(f"state database {path} is a directory")
+        if create and not os.access(path, os.W_OK):
+            raise EngineInitError(f"state database {path} is not writable")
+        try:
+            db = sqlite3.connect(str(path), timeout=5.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA busy_timeout = 5000")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise EngineInitError(f"state database {path}: WAL journal mode not available ({mode})")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            migrate(db)
+        except sqlite3.DatabaseError as exc:
+            raise EngineInitError(f"state database {path} is not usable: {exc}") from None
+        for suffix in ("", "-wal", "-shm"):
+            extra = Path(str(path) + suffix)
+            try:
+                if extra.exists() and stat.S_IMODE(extra.stat().st_mode) != 0o600:
+                    extra.chmod(0o600)
+            except OSError:
+                pass
+        return cls(path, db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def journal_mode(self) -> str:
+        return self.db.execute("PRAGMA journal_mode").fetchone()[0]
+
+    def applied_migrations(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM migrations ORDER BY name")]
+
+    # ---------------------------------------------------------------- runs
+    def insert_run(
+        self,
+        *,
+        run_id: str,
+        strategy_name: str,
+        mode: str,
+        share_class: str,
+        initial_capital: str,
+        execution_mode: str,
+        environment: str,
+        feed_label: str,
+        request: dict[str, Any],
+        config: dict[str, Any],
+        pid: int,
+        host: str,
+        pid_start: str | None,
+        heartbeat_timeout: float,
+    ) -> None:
+        now = iso(utc_now())
+        self.db.execute(
+            """INSERT INTO runs (run_id, strategy_name, mode, share_class, initial_capital,
+                   execution_mode, environment, feed_label, request_json, config_json, pid, host,
+                   pid_start, status, created_at, started_at, heartbeat_timeout, last_heartbeat,
+                   current_value, total_pnl, peak_value)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?, 'running', ?, ?, ?, ?, ?, '0', ?)""",
+            (run_id, strategy_name, mode, share_class, initial_capital, execution_mode, environment,
+             feed_label, _dumps(request), _dumps(config), pid, host, pid_start, now, now,
+             heartbeat_timeout, now, initial_capital, initial_capital),
+        )
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        cur = self.db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        row = cur.fetchone()
+        return RunRow(*row) if row else None
+
+    def resolve_run_id(self, prefix: str) -> str:
+        """A full run id from an id or a unique prefix (LT-001 otherwise)."""
+        rows = self.db.execute(
+            "SELECT run_id FROM runs WHERE run_id = ? OR run_id LIKE ? ESCAPE '\\' LIMIT 3",
+            (prefix, prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"),
+        ).fetchall()
+        ids = {r[0] for r in rows}
+        if prefix in ids:
+            return prefix
+        if len(ids) == 1:
+            return ids.pop()
+        if not ids:
+            raise RequestValidationError(f"no run {prefix!r} in {self.path}")
+        raise RequestValidationError(f"run id prefix {prefix!r} is ambiguous; give more characters")
+
+    def list_runs(self, statuses: tuple[str, ...] | None = None) -> list[RunRow]:
+        if statuses:
+            marks = ",".join("?" for _ in statuses)
+            cur = self.db.execute(
+                f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY created_at, run_id", statuses
+            )
+        else:
+            cur = self.db.execute("SELECT * FROM runs ORDER BY created_at, run_id")
+        return [RunRow(*row) for row in cur.fetchall()]
+
+    def set_run_status(
+        self, run_id: str, status: str, stop_reason: str | None = None, *, only_if: tuple[str, ...] | None = None
+    ) -> bool:
+        """Move a run to ``status``; with ``only_if`` only from one of those statuses. Returns
+        whether the row changed. A terminal status stamps ``stopped_at``."""
+        terminal = status not in ACTIVE_STATUSES
+        params: list[Any] = [status, stop_reason, iso(utc_now()) if terminal else None, run_id]
+        where = "run_id = ?"
+        if only_if:
+            where += f" AND status IN ({','.join('?' for _ in only_if)})"
+            params.extend(only_if)
+        cur = self.db.execute(
+            f"""UPDATE runs SET status = ?, stop_reason = COALESCE(?, stop_reason),
+                    stopped_at = COALESCE(?, stopped_at) WHERE {where}""",
+            params,
+        )
+        return cur.rowcount == 1
+
+    def set_trading_state(self, run_id: str, trading_state: str) -> None:
+        self.db.execute("UPDATE runs SET trading_state = ? WHERE run_id = ?", (trading_state, run_id))
+
+    def heartbeat(self, run_id: str, trading_state: str, risk: dict[str, Any] | None = None) -> None:
+        if risk is None:
+            self.db.execute(
+                "UPDATE runs SET last_heartbeat = ?, trading_state = ? WHERE run_id = ?",
+                (iso(utc_now()), trading_state, run_id),
+            )
+        else:
+            self.db.execute(
+                """UPDATE runs SET last_heartbeat = ?, trading_state = ?, risk_status = ?, risk_json = ?
+                   WHERE run_id = ?""",
+                (iso(utc_now()), trading_state, risk.get("status"), _dumps(risk), run_id),
+            )
+
+    # ---------------------------------------------------------------- snapshots
+    def record_snapshot(
+        self,
+        run_id: str,
+        *,
+        sim_time: datetime,
+        equity: str,
+        pnl: str,
+        peak_value: str,
+        drawdown: float,
+        max_drawdown: float,
+        total_trades: int,
+        positions: Any,
+        exposures: Any,
+        risk: dict[str, Any],
+        metrics: dict[str, Any],
+        trading_state: str,
+    ) -> None:
+        """One snapshot row and the run's current figures, in one transaction; prunes old rows."""
+        now = iso(utc_now())
+        sim = iso(sim_time)
+        bucket = sim[:13]  # YYYY-MM-DDTHH
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            keep = db.execute(
+                "SELECT 1 FROM snapshots WHERE run_id = ? AND hour_bucket = ? AND keep = 1 LIMIT 1",
+                (run_id, bucket),
+            ).fetchone() is None
+            db.execute(
+                """INSERT INTO snapshots (run_id, wall_time, sim_time, equity, pnl, drawdown,
+                       positions_json, exposures_json, risk_json, hour_bucket, keep)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?)""",
+                (run_id, now, sim, equity, pnl, drawdown, _dumps(positions), _dumps(exposures),
+                 _dumps(risk), bucket, int(keep)),
+            )
+            db.execute(
+                """UPDATE runs SET current_value = ?, total_pnl = ?, peak_value = ?, current_drawdown = ?,
+                       max_drawdown = ?, total_trades = ?, sim_time = ?, last_heartbeat = ?,
+                       risk_status = ?, risk_json = ?, metrics_json = ?, trading_state = ?
+                   WHERE run_id = ?""",
+                (equity, pnl, peak_value, drawdown, max_drawdown, total_trades, sim, now,
+                 risk.get("status"), _dumps(risk), _dumps(metrics), trading_state, run_id),
+            )
+            self._snapshot_inserts += 1
+            if self._snapshot_inserts % _PRUNE_EVERY == 0:
+                self._prune_snapshots(run_id)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _prune_snapshots(self, run_id: str, retention: int = SNAPSHOT_RETENTION) -> None:
+        self.db.execute(
+            """DELETE FROM snapshots WHERE run_id = ? AND keep = 0 AND id <= (
+                   SELECT id FROM snapshots WHERE run_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)""",
+            (run_id, run_id, retention),
+        )
+
+    def count_snapshots(self, run_id: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM snapshots WHERE run_id = ?", (run_id,)).fetchone()[0]
+
+    def latest_snapshot(self, run_id: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            """SELECT sim_time, wall_time, equity, pnl, drawdown, positions_json, exposures_json, risk_json
+               FROM snapshots WHERE run_id = ? ORDER BY id DESC LIMIT 1""",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {
+            "sim_time": row[0], "wall_time": row[1], "equity": row[2], "pnl": row[3], "drawdown": row[4],
+            "positions": json.loads(row[5]), "exposures": json.loads(row[6]), "risk": json.loads(row[7]),
+        }
+
+    def equity_series(self, run_id: str) -> Iterator[tuple[str, str]]:
+        yield from self.db.execute(
+            "SELECT sim_time, equity FROM snapshots WHERE run_id = ? ORDER BY id", (run_id,)
+        )
+
+    # ---------------------------------------------------------------- orders and fills
+    def insert_order(
+        self,
+        *,
+        client_order_id: str,
+        run_id: str,
+        venue: str,
+        instrument: str,
+        side: str,
+        order_type: str,
+        quantity: str,
+        price: str | None,
+        reduce_only: bool,
+        purpose: str,
+        sim_time: datetime,
+    ) -> None:
+        """Record an order as ``pending_submit`` before it is sent (exactly-once: a restart finds it
+        and asks the venue instead of sending again)."""
+        now = iso(utc_now())
+        self.db.execute(
+            """INSERT INTO orders (client_order_id, run_id, venue, instrument, side, order_type,
+                   quantity, price, reduce_only, purpose, status, created_at, updated_at, sim_time)
+               VALUES (?,?,?,?,?,?,?,?,?,?, 'pending_submit', ?, ?, ?)""",
+            (client_order_id, run_id, venue, instrument, side, order_type, quantity, price,
+             int(reduce_only), purpose, now, now, iso(sim_time)),
+        )
+
+    def update_order(
+        self,
+        client_order_id: str,
+        *,
+        status: str,
+        venue_order_id: str | None = None,
+        filled_quantity: str | None = None,
+        average_price: str | None = None,
+        fee: str | None = None,
+        fee_asset: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.db.execute(
+            """UPDATE orders SET status = ?, venue_order_id = COALESCE(?, venue_order_id),
+                   filled_quantity = COALESCE(?, filled_quantity), average_price = COALESCE(?, average_price),
+                   fee = COALESCE(?, fee), fee_asset = COALESCE(?, fee_asset), reason = COALESCE(?, reason),
+                   updated_at = ?
+               WHERE client_order_id = ?""",
+            (status, venue_order_id, filled_quantity, average_price, fee, fee_asset, reason,
+             iso(utc_now()), client_order_id),
+        )
+
+    def list_orders(self, run_id: str, statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM orders WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if statuses:
+            sql += f" AND status IN ({','.join('?' for _ in statuses)})"
+            params.extend(statuses)
+        cur = self.db.execute(sql + " ORDER BY created_at, rowid", params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def count_orders(self, run_id: str) -> dict[str, int]:
+        return dict(
+            self.db.execute("SELECT status, COUNT(*) FROM orders WHERE run_id = ? GROUP BY status", (run_id,))
+        )
+
+    def insert_fill(
+        self,
+        *,
+        run_id: str,
+        client_order_id: str,
+        venue: str,
+        fill_id: str,
+        instrument: str,
+        side: str,
+        quantity: str,
+        price: str,
+        fee: str,
+        fee_asset: str,
+        sim_time: datetime,
+    ) -> bool:
+        """Record a fill once (a fill seen twice, e.g. after a reconcile, is ignored)."""
+        cur = self.db.execute(
+            """INSERT OR IGNORE INTO fills (run_id, client_order_id, venue, fill_id, instrument, side,
+                   quantity, price, fee, fee_asset, sim_time, wall_time)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?)""",
+            (run_id, client_order_id, venue, fill_id, instrument, side, quantity, price, fee, fee_asset,
+             iso(sim_time), iso(utc_now())),
+        )
+        return cur.rowcount == 1
+
+    def list_fills(self, run_id: str) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT * FROM fills WHERE run_id = ? ORDER BY id", (run_id,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    # ---------------------------------------------------------------- commands
+    def enqueue_command(self, run_id: str, kind: str, args: dict[str, Any] | None = None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO commands (run_id, kind, args_json, created_at) VALUES (?,?,?,?)",
+            (run_id, kind, _dumps(args or {}), iso(utc_now())),
+        )
+        return int(cur.lastrowid)
+
+    def take_pending_commands(self, run_id: str) -> list[CommandRow]:
+        """Commands not yet picked up, oldest first; marks them picked."""
+        rows = self.db.execute(
+            "SELECT * FROM commands WHERE run_id = ? AND picked_at IS NULL ORDER BY id", (run_id,)
+        ).fetchall()
+        if rows:
+            self.db.execute(
+                f"UPDATE commands SET picked_at = ? WHERE id IN ({','.join('?' for _ in rows)})",
+                [iso(utc_now()), *[r[0] for r in rows]],
+            )
+        return [self._command(r) for r in rows]
+
+    def ack_command(self, command_id: int, status: str, message: str) -> None:
+        self.db.execute(
+            "UPDATE commands SET acked_at = ?, ack_status = ?, ack_message = ? WHERE id = ?",
+            (iso(utc_now()), status, message, command_id),
+        )
+
+    def get_command(self, command_id: int) -> CommandRow | None:
+        row = self.db.execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone()
+        return self._command(row) if row else None
+
+    @staticmethod
+    def _command(row: tuple[Any, ...]) -> CommandRow:
+        return CommandRow(row[0], row[1], row[2], json.loads(row[3]), *row[4:])
+
+    # ---------------------------------------------------------------- events
+    def append_event(
+        self,
+        run_id: str | None,
+        kind: str,
+        message: str,
+        *,
+        level: str = "info",
+        sim_time: datetime | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO events (run_id, wall_time, sim_time, kind, level, message, data_json) VALUES (?,?,?,?,?,?,?)",
+            (run_id, iso(utc_now()), iso(sim_time), kind, level, message, _dumps(data or {})),
+        )
+
+    def list_events(self, run_id: str, kind_prefix: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT id, run_id, wall_time, sim_time, kind, level, message, data_json FROM events WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if kind_prefix:
+            sql += " AND kind LIKE ?"
+            params.append(kind_prefix + "%")
+        sql += " ORDER BY id"
+        if limit:
+            sql = f"SELECT * FROM ({sql.replace(' ORDER BY id', ' ORDER BY id DESC')} LIMIT {int(limit)}) ORDER BY id"
+        return [
+            {"id": r[0], "run_id": r[1], "wall_time": r[2], "sim_time": r[3], "kind": r[4], "level": r[5],
+             "message": r[6], "data": json.loads(r[7])}
+            for r in self.db.execute(sql, params)
+        ]

@@ -1,0 +1,1 @@
+"""Venues behind one interface (``venues.base.Venue``): paper now; ccxt and web3 later."""

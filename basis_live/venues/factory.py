@@ -1,0 +1,57 @@
+"""Builds the venues a run needs. Paper only for now: live venues (ccxt, web3) come later and
+will be chosen here by execution mode, so the engine never knows which kind it drives."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from basis_live.config import RunConfig
+from basis_live.feeds.base import MarketSnapshot
+from basis_live.modes.base import StrategyMode
+from basis_live.venues.base import Venue
+from basis_live.venues.paper import FeeSchedule, PaperChain, PaperExchange, SlippageSchedule
+
+CEX_VENUES = ("binance", "bybit", "okx")
+CHAIN_VENUES = ("wallet", "aave_v3")
+
+
+def build_paper_venues(config: RunConfig, mode: StrategyMode, market: MarketSnapshot) -> tuple[dict[str, Venue], list]:
+    """Paper venues for every enabled venue of the strategy, funded as the mode says."""
+    strategy = config.strategy
+    execution = strategy.execution
+    slippage = SlippageSchedule(tuple((Decimal(repr(b.max_notional)), Decimal(repr(b.bps))) for b in execution.slippage))
+    venues: dict[str, Venue] = {}
+    simulated: list = []
+    enabled = [name for name, v in strategy.venues.items() if v.enabled]
+    unsupported = [name for name in enabled if name not in CEX_VENUES + CHAIN_VENUES]
+    if unsupported:
+        from basis_live.errors import EngineInitError
+
+        raise EngineInitError(f"paper venue for {', '.join(unsupported)} is not implemented yet")
+    for name in enabled:
+        if name in CEX_VENUES:
+            venue_cfg = strategy.venues[name]
+            exchange = PaperExchange(
+                name,
+                FeeSchedule(Decimal(repr(venue_cfg.maker_fee)), Decimal(repr(venue_cfg.taker_fee))),
+                slippage,
+                spot_bases=(strategy.asset,) if name == "binance" else (),
+                perp_bases=(strategy.asset,),
+            )
+            venues[name] = exchange
+            simulated.append(exchange)
+    if any(name in CHAIN_VENUES for name in enabled):
+        chain = PaperChain(execution.gas_units)
+        if "wallet" in enabled:
+            venues["wallet"] = chain.wallet
+        if "aave_v3" in enabled:
+            venues["aave_v3"] = chain.aave
+        simulated.append(chain)
+    for venue_name, assets in mode.initial_funding(config.initial_capital, market).items():
+        target = venues[venue_name]
+        for asset, amount in assets.items():
+            if isinstance(target, PaperExchange):
+                target.fund(asset, amount)
+            else:
+                target.chain.fund(asset, amount)  # type: ignore[attr-defined]
+    return venues, simulated

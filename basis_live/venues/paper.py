@@ -1,0 +1,506 @@
+"""Paper venues: simulated exchange accounts (spot + linear perps) and an on-chain account (wallet +
+AAVE V3-style lending), driven by market snapshots.
+
+They implement the same ``Venue`` interface as the live venues. What they simulate:
+
+- Market orders fill at once at the mark (perp) or spot price, moved against the taker by the
+  slippage bucket for the order's notional; taker fee in USDT.
+- Limit orders rest until the market trades through their price, then fill at the limit price with
+  the maker fee.
+- Perps: one cross-margined USDT account per venue (unified account): margin balance = USDT
+  balance; an order that would take notional above ``max_leverage`` x (margin + uPnL) is refused
+  as insufficient margin. Funding settles at 00:00 / 08:00 / 16:00 UTC: a position receives
+  -quantity x mark x rate (shorts receive positive funding).
+- Lending: supply stores scaled = amount / liquidityIndex; the balance is scaled x the current
+  index. Every on-chain action pays gas = gas price x gas units, in ETH from the wallet if it holds
+  ETH, otherwise in USDT at the ETH price (the paper wallet's gas reserve).
+- ``faults`` lets tests make a venue lose submit responses, hang, or refuse (unit tests only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from basis_live.feeds.base import MarketSnapshot, last_funding_settlement
+from basis_live.venues.base import (
+    ZERO,
+    AmbiguousOrderError,
+    Fill,
+    Instrument,
+    LedgerEntry,
+    OrderRejected,
+    OrderRequest,
+    OrderState,
+    Position,
+    Venue,
+    VenueAccount,
+    VenueUnavailable,
+)
+
+D = Decimal
+_BPS = D("0.0001")
+
+
+@dataclass
+class PaperFaults:
+    """Faults a test can inject into a paper venue."""
+
+    lose_submit_responses: int = 0  # the next N submits execute, then raise AmbiguousOrderError
+    hang_seconds: float = 0.0  # every call sleeps this long first (a hung venue)
+    unavailable: bool = False  # every call raises VenueUnavailable
+
+
+@dataclass(frozen=True)
+class FeeSchedule:
+    maker: Decimal
+    taker: Decimal
+
+
+@dataclass(frozen=True)
+class SlippageSchedule:
+    """(max_notional, bps) buckets, ascending; beyond the last bucket its bps apply."""
+
+    buckets: tuple[tuple[Decimal, Decimal], ...] = ((D(10_000), D(5)), (D(100_000), D(7)), (D(1_000_000), D(13)))
+
+    def bps_for(self, notional: Decimal) -> Decimal:
+        for max_notional, bps in self.buckets:
+            if notional <= max_notional:
+                return bps
+        return self.buckets[-1][1]
+
+
+def _d(value: float) -> Decimal:
+    # Market data are floats; money is Decimal. Going through repr keeps the shortest exact form.
+    return Decimal(repr(value))
+
+
+class _PaperBase(Venue):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.faults = PaperFaults()
+        self.market: MarketSnapshot | None = None
+        self._orders: dict[str, OrderState] = {}
+        self._order_meta: dict[str, OrderRequest] = {}
+        self._fills: list[Fill] = []
+        self._ledger: list[LedgerEntry] = []
+        self._ids = itertools.count(1)
+
+    async def _enter(self) -> None:
+        if self.faults.hang_seconds:
+            await asyncio.sleep(self.faults.hang_seconds)
+        if self.faults.unavailable:
+            raise VenueUnavailable(f"{self.name}: venue unavailable (simulated)")
+
+    def _now(self) -> datetime:
+        if self.market is None:
+            raise VenueUnavailable(f"{self.name}: no market data yet")
+        return self.market.timestamp
+
+    async def fetch_order(self, client_order_id: str) -> OrderState | None:
+        await self._enter()
+        return self._orders.get(client_order_id)
+
+    async def fetch_open_orders(self) -> list[OrderState]:
+        await self._enter()
+        return [o for o in self._orders.values() if o.is_open]
+
+    async def cancel_order(self, client_order_id: str) -> OrderState:
+        await self._enter()
+        order = self._orders.get(client_order_id)
+        if order is None:
+            raise OrderRejected(f"{self.name}: no order {client_order_id}")
+        if order.is_open:
+            order = _replace(order, status="cancelled")
+            self._orders[client_order_id] = order
+        return order
+
+    async def fetch_fills(self, since: int = 0) -> tuple[list[Fill], int]:
+        await self._enter()
+        return self._fills[since:], len(self._fills)
+
+    async def fetch_ledger(self, since: int = 0) -> tuple[list[LedgerEntry], int]:
+        await self._enter()
+        return self._ledger[since:], len(self._ledger)
+
+    async def place_order(self, request: OrderRequest) -> OrderState:
+        await self._enter()
+        if request.client_order_id in self._orders:
+            # Like bybit: a client id is unique for ever. The engine never resends a known id.
+            raise OrderRejected(f"{self.name}: duplicate client order id {request.client_order_id}")
+        state = self._execute(request)
+        if self.faults.lose_submit_responses > 0:
+            self.faults.lose_submit_responses -= 1
+            raise AmbiguousOrderError(f"{self.name}: submit timed out after sending (simulated)")
+        return state
+
+    def _execute(self, request: OrderRequest) -> OrderState:
+        raise NotImplementedError
+
+    def _record(self, request: OrderRequest, state: OrderState) -> OrderState:
+        self._orders[request.client_order_id] = state
+        self._order_meta[request.client_order_id] = request
+        return state
+
+    def _add_fill(self, request: OrderRequest, quantity: Decimal, price: Decimal, fee: Decimal, fee_asset: str) -> None:
+        self._fills.append(
+            Fill(f"{self.name}-f{next(self._ids)}", request.client_order_id, self.name, request.symbol,
+                 request.side, quantity, price, fee, fee_asset, self._now())
+        )
+
+    def _reject(self, request: OrderRequest, reason: str) -> OrderState:
+        self._record(request, OrderState(request.client_order_id, self.name, request.symbol, request.side,
+                                         request.quantity, "rejected", reason=reason))
+        raise OrderRejected(f"{self.name}: {reason}")
+
+
+def _replace(state: OrderState, **changes: object) -> OrderState:
+    from dataclasses import replace
+
+    return replace(state, **changes)
+
+
+@dataclass
+class _Perp:
+    quantity: Decimal = ZERO
+    entry_price: Decimal = ZERO
+
+
+class PaperExchange(_PaperBase):
+    """A CEX account with spot markets (``spot_bases``) and linear USDT perps (``perp_bases``)."""
+
+    def __init__(
+        self,
+        name: str,
+        fees: FeeSchedule,
+        slippage: SlippageSchedule = SlippageSchedule(),
+        spot_bases: tuple[str, ...] = (),
+        perp_bases: tuple[str, ...] = ("BTC", "ETH"),
+        max_leverage: Decimal = D(10),
+    ) -> None:
+        super().__init__(name)
+        self.fees = fees
+        self.slippage = slippage
+        self.max_leverage = max_leverage
+        self.balances: dict[str, Decimal] = {"USDT": ZERO}
+        self.perps: dict[str, _Perp] = {base: _Perp() for base in perp_bases}
+        self._instruments: dict[str, Instrument] = {}
+        for base in spot_bases:
+            self.balances.setdefault(base, ZERO)
+            self._instruments[f"{base}/USDT"] = Instrument(
+                name, f"{base}/USDT", "spot", base, "USDT",
+                quantity_step=D("0.00001") if base == "BTC" else D("0.0001"), price_step=D("0.01"),
+                min_quantity=D("0.00001") if base == "BTC" else D("0.0001"), min_notional=D(5))
+        for base in perp_bases:
+            self._instruments[f"{base}/USDT:USDT"] = Instrument(
+                name, f"{base}/USDT:USDT", "perp", base, "USDT",
+                quantity_step=D("0.001"), price_step=D("0.01") if base == "ETH" else D("0.1"),
+                min_quantity=D("0.001"), min_notional=D(5))
+        self._last_settlement: datetime | None = None
+
+    # -- simulation inputs
+    def fund(self, asset: str, amount: Decimal) -> None:
+        self.balances[asset] = self.balances.get(asset, ZERO) + amount
+
+    def on_market(self, snapshot: MarketSnapshot) -> None:
+        previous = self.market
+        self.market = snapshot
+        settlement = last_funding_settlement(snapshot.timestamp)
+        if previous is not None and self._last_settlement is not None and settlement > self._last_settlement:
+            # Settle with the rate quoted just before the settlement (the one that was due).
+            self._settle_funding(previous, settlement)
+        self._last_settlement = settlement
+        self._fill_resting_orders()
+
+    def _settle_funding(self, quote: MarketSnapshot, when: datetime) -> None:
+        for base, perp in self.perps.items():
+            if not perp.quantity:
+                continue
+            rate = _d(quote.funding_rate[self.name][base])
+            mark = _d(self.market.perp_mark[self.name][base])  # type: ignore[union-attr]
+            amount = -perp.quantity * mark * rate
+            self.balances["USDT"] += amount
+            self._ledger.append(LedgerEntry(f"{self.name}-l{next(self._ids)}", self.name, "funding", "USDT",
+                                            amount, when, f"{base}/USDT:USDT"))
+
+    # -- prices
+    def _price(self, instrument: Instrument) -> Decimal:
+        m = self.market
+        if m is None:
+            raise VenueUnavailable(f"{self.name}: no market data yet")
+        if instrument.kind == "perp":
+            return _d(m.perp_mark[self.name][instrument.base])
+        return _d(m.spot[instrument.base])
+
+    def mark_price(self, base: str) -> Decimal:
+        return self._price(self._instruments[f"{base}/USDT:USDT"])
+
+    def unrealized_pnl(self) -> Decimal:
+        return sum((p.quantity * (self.mark_price(b) - p.entry_price) for b, p in self.perps.items() if p.quantity), ZERO)
+
+    # -- Venue interface
+    async def instruments(self) -> dict[str, Instrument]:
+        return dict(self._instruments)
+
+    async def fetch_account(self) -> VenueAccount:
+        await self._enter()
+        positions = []
+        for base, perp in self.perps.items():
+            if perp.quantity:
+                mark = self.mark_price(base)
+                positions.append(Position(self.name, f"{base}/USDT:USDT", "perp", base, "USDT", perp.quantity,
+                                          perp.entry_price, mark, perp.quantity * (mark - perp.entry_price)))
+        return VenueAccount(self.name, dict(self.balances), positions)
+
+    def _execute(self, request: OrderRequest) -> OrderState:
+        instrument = self._instruments.get(request.symbol)
+        if instrument is None:
+            return self._reject(request, f"unknown symbol {request.symbol}")
+        if request.quantity <= 0 or instrument.round_quantity(request.quantity) != request.quantity:
+            return self._reject(request, f"quantity {request.quantity} not a multiple of {instrument.quantity_step}")
+        mark = self._price(instrument)
+        problem = instrument.check_minimums(request.quantity, mark)
+        if problem:
+            return self._reject(request, problem)
+        if request.order_type == "limit":
+            if request.price is None or request.price <= 0:
+                return self._reject(request, "limit order without a price")
+            problem = self._check_funds(instrument, request, request.price, self.fees.maker)
+            if problem:
+                return self._reject(request, problem)
+            state = self._record(request, OrderState(request.client_order_id, self.name, request.symbol,
+                                                     request.side, request.quantity, "open",
+                                                     venue_order_id=f"{self.name}-{next(self._ids)}"))
+            self._fill_resting_orders()
+            return self._orders[request.client_order_id] if request.client_order_id in self._orders else state
+        bps = self.slippage.bps_for(request.quantity * mark)
+        direction = 1 if request.side == "buy" else -1
+        price = instrument.round_price(mark * (1 + direction * bps * _BPS))
+        problem = self._check_funds(instrument, request, price, self.fees.taker)
+        if problem:
+            return self._reject(request, problem)
+        return self._fill(instrument, request, price, self.fees.taker,
+                          venue_order_id=f"{self.name}-{next(self._ids)}")
+
+    def _check_funds(self, instrument: Instrument, request: OrderRequest, price: Decimal, fee_rate: Decimal) -> str | None:
+        notional = request.quantity * price
+        fee = notional * fee_rate
+        if instrument.kind == "spot":
+            if request.side == "buy" and self.balances["USDT"] < notional + fee:
+                return f"insufficient balance: need {notional + fee:.2f} USDT, have {self.balances['USDT']:.2f}"
+            if request.side == "sell" and self.balances.get(instrument.base, ZERO) < request.quantity:
+                return (f"insufficient balance: need {request.quantity} {instrument.base}, "
+                        f"have {self.balances.get(instrument.base, ZERO)}")
+            return None
+        perp = self.perps[instrument.base]
+        signed = request.quantity if request.side == "buy" else -request.quantity
+        new_quantity = perp.quantity + signed
+        if request.reduce_only and (abs(new_quantity) > abs(perp.quantity) or new_quantity * perp.quantity < 0):
+            return "reduce-only order would increase the position"
+        if abs(new_quantity) <= abs(perp.quantity):
+            return None  # reducing never needs margin
+        equity = self.balances["USDT"] + self.unrealized_pnl() - fee
+        gross = sum((abs(p.quantity) * self.mark_price(b) for b, p in self.perps.items() if b != instrument.base), ZERO)
+        gross += abs(new_quantity) * price
+        if gross > equity * self.max_leverage:
+            return (f"insufficient margin: notional {gross:.2f} USDT exceeds {self.max_leverage}x "
+                    f"margin {equity:.2f}")
+        return None
+
+    def _fill(self, instrument: Instrument, request: OrderRequest, price: Decimal, fee_rate: Decimal,
+              venue_order_id: str) -> OrderState:
+        quantity = request.quantity
+        notional = quantity * price
+        fee = (notional * fee_rate).quantize(D("0.00000001"))
+        if instrument.kind == "spot":
+            sign = 1 if request.side == "buy" else -1
+            self.balances["USDT"] -= sign * notional + fee
+            self.balances[instrument.base] = self.balances.get(instrument.base, ZERO) + sign * quantity
+        else:
+            perp = self.perps[instrument.base]
+            signed = quantity if request.side == "buy" else -quantity
+            if perp.quantity == 0 or (perp.quantity > 0) == (signed > 0):
+                total = perp.quantity + signed
+                perp.entry_price = (perp.entry_price * abs(perp.quantity) + price * quantity) / abs(total)
+                perp.quantity = total
+            else:
+                closed = min(abs(signed), abs(perp.quantity))
+                direction = 1 if perp.quantity > 0 else -1
+                self.balances["USDT"] += closed * (price - perp.entry_price) * direction
+                perp.quantity += signed
+                if perp.quantity == 0:
+                    perp.entry_price = ZERO
+                elif (perp.quantity > 0) != (direction > 0):  # flipped through zero
+                    perp.entry_price = price
+            self.balances["USDT"] -= fee
+        self._add_fill(request, quantity, price, fee, "USDT")
+        return self._record(request, OrderState(request.client_order_id, self.name, request.symbol, request.side,
+                                                quantity, "filled", venue_order_id, quantity, price, fee, "USDT"))
+
+    def _fill_resting_orders(self) -> None:
+        for cid, order in list(self._orders.items()):
+            if not order.is_open:
+                continue
+            request = self._order_meta[cid]
+            instrument = self._instruments[request.symbol]
+            market = self._price(instrument)
+            assert request.price is not None
+            crossed = market <= request.price if request.side == "buy" else market >= request.price
+            if not crossed:
+                continue
+            if self._check_funds(instrument, request, request.price, self.fees.maker):
+                self._orders[cid] = _replace(order, status="cancelled", reason="insufficient funds at fill time")
+                continue
+            self._fill(instrument, request, request.price, self.fees.maker, order.venue_order_id or "")
+
+
+@dataclass
+class _Reserve:
+    scaled_supply: Decimal = ZERO
+    supply_principal: Decimal = ZERO
+    scaled_debt: Decimal = ZERO
+    debt_principal: Decimal = ZERO
+
+
+class PaperChain:
+    """One on-chain account: the wallet's token balances and its AAVE V3 positions. Venues
+    ``wallet`` and ``aave_v3`` are two views of it, as on chain (AAVE pulls tokens from the wallet)."""
+
+    QUANTITY_STEPS = {"USDT": D("0.000001"), "WETH": D("0.000000000000000001"),
+                      "weETH": D("0.000000000000000001"), "wstETH": D("0.000000000000000001"),
+                      "ETH": D("0.000000000000000001")}
+
+    def __init__(self, gas_units: dict[str, int]) -> None:
+        self.balances: dict[str, Decimal] = {}
+        self.reserves: dict[str, _Reserve] = {}
+        self.gas_units = gas_units
+        self.market: MarketSnapshot | None = None
+        self.wallet = PaperWallet(self)
+        self.aave = PaperAave(self)
+
+    def on_market(self, snapshot: MarketSnapshot) -> None:
+        self.market = snapshot
+        self.wallet.market = snapshot
+        self.aave.market = snapshot
+
+    def fund(self, asset: str, amount: Decimal) -> None:
+        self.balances[asset] = self.balances.get(asset, ZERO) + amount
+
+    def pay_gas(self, operation: str, venue: _PaperBase) -> tuple[Decimal, str]:
+        """Charge gas for one operation; returns (amount, asset)."""
+        m = self.market
+        assert m is not None
+        units = D(self.gas_units.get(operation, 250_000))
+        eth_cost = (_d(m.gas_price_gwei) * units * D("1e-9")).quantize(D("1e-18"))
+        if self.balances.get("ETH", ZERO) >= eth_cost:
+            amount, asset = eth_cost, "ETH"
+        else:
+            amount, asset = (eth_cost * _d(m.spot["ETH"])).quantize(D("0.000001")), "USDT"
+        self.balances[asset] = self.balances.get(asset, ZERO) - amount
+        venue._ledger.append(LedgerEntry(f"{venue.name}-l{next(venue._ids)}", venue.name, "gas", asset, -amount,
+                                         m.timestamp, operation))
+        return amount, asset
+
+
+class PaperWallet(_PaperBase):
+    """The strategy wallet: balances only; it places no orders."""
+
+    def __init__(self, chain: PaperChain) -> None:
+        super().__init__("wallet")
+        self.chain = chain
+
+    async def instruments(self) -> dict[str, Instrument]:
+        return {}
+
+    async def fetch_account(self) -> VenueAccount:
+        await self._enter()
+        return VenueAccount(self.name, {k: v for k, v in self.chain.balances.items() if v})
+
+    def _execute(self, request: OrderRequest) -> OrderState:
+        return self._reject(request, "the wallet takes no orders")
+
+
+class PaperAave(_PaperBase):
+    """AAVE V3 on the paper chain: ``buy``/``sell`` a supply instrument (symbol = asset) supplies /
+    withdraws; on ``<asset>-debt`` they borrow / repay."""
+
+    def __init__(self, chain: PaperChain) -> None:
+        super().__init__("aave_v3")
+        self.chain = chain
+        self._instruments = {}
+        for asset, step in PaperChain.QUANTITY_STEPS.items():
+            if asset == "ETH":
+                continue
+            self._instruments[asset] = Instrument("aave_v3", asset, "supply", asset, asset, step, D("1e-18"), step, ZERO)
+            self._instruments[f"{asset}-debt"] = Instrument("aave_v3", f"{asset}-debt", "debt", asset, asset, step,
+                                                            D("1e-18"), step, ZERO)
+
+    def _index(self, asset: str, debt: bool = False) -> Decimal:
+        m = self.market
+        if m is None:
+            raise VenueUnavailable("aave_v3: no market data yet")
+        return _d((m.borrow_index if debt else m.lending_index)[asset])
+
+    def supplied(self, asset: str) -> Decimal:
+        reserve = self.chain.reserves.get(asset)
+        return reserve.scaled_supply * self._index(asset) if reserve else ZERO
+
+    async def instruments(self) -> dict[str, Instrument]:
+        return dict(self._instruments)
+
+    async def fetch_account(self) -> VenueAccount:
+        await self._enter()
+        positions = []
+        for asset, reserve in self.chain.reserves.items():
+            if reserve.scaled_supply:
+                positions.append(Position("aave_v3", asset, "supply", asset, asset,
+                                          reserve.scaled_supply * self._index(asset),
+                                          principal=reserve.supply_principal))
+            if reserve.scaled_debt:
+                positions.append(Position("aave_v3", f"{asset}-debt", "debt", asset, asset,
+                                          reserve.scaled_debt * self._index(asset, debt=True),
+                                          principal=reserve.debt_principal))
+        return VenueAccount(self.name, {}, positions)
+
+    def _execute(self, request: OrderRequest) -> OrderState:
+        instrument = self._instruments.get(request.symbol)
+        if instrument is None:
+            return self._reject(request, f"no AAVE reserve {request.symbol}")
+        if request.quantity <= 0 or instrument.round_quantity(request.quantity) != request.quantity:
+            return self._reject(request, f"amount {request.quantity} not a multiple of {instrument.quantity_step}")
+        asset = instrument.base
+        reserve = self.chain.reserves.setdefault(asset, _Reserve())
+        balances = self.chain.balances
+        amount = request.quantity
+        if instrument.kind == "supply":
+            index = self._index(asset)
+            if request.side == "buy":
+                operation = "supply"
+                if balances.get(asset, ZERO) < amount:
+                    return self._reject(request, f"insufficient {asset} in wallet: {balances.get(asset, ZERO)} < {amount}")
+                balances[asset] -= amount
+                reserve.scaled_supply += amount / index
+                reserve.supply_principal += amount
+            else:
+                operation = "withdraw"
+                available = reserve.scaled_supply * index
+                if amount > available:
+                    return self._reject(request, f"withdraw {amount} {asset} exceeds supplied {available}")
+                remaining = available - amount
+                if remaining <= instrument.quantity_step:
+                    # Like withdraw(type(uint256).max) on chain: take the whole balance, no dust.
+                    amount, reserve.scaled_supply, reserve.supply_principal = available, ZERO, ZERO
+                else:
+                    reserve.scaled_supply = remaining / index
+                    reserve.supply_principal = max(ZERO, reserve.supply_principal - amount)
+                balances[asset] = balances.get(asset, ZERO) + amount
+        else:
+            return self._reject(request, "borrowing is not supported by the paper AAVE venue yet")
+        gas, gas_asset = self.chain.pay_gas(operation, self)
+        self._add_fill(request, amount, D(1), ZERO, asset)
+        return self._record(request, OrderState(request.client_order_id, self.name, request.symbol, request.side,
+                                                amount, "filled", f"0xpaper{next(self._ids):060x}", amount, D(1),
+                                                ZERO, gas_asset, reason=None))

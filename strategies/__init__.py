@@ -1,0 +1,1 @@
+"""The shipped strategy files (one YAML per mode); installed as the package ``basis_live.strategies``."""
