@@ -177,7 +177,8 @@ def stop(
     failed = False
     for result in results:
         if result.ok:
-            typer.echo(f"{result.message} in {result.elapsed_ms:.0f} ms" if result.elapsed_ms else result.message)
+            typer.echo(f"{result.message} (acknowledged in {result.elapsed_ms:.0f} ms)" if result.elapsed_ms
+                       else result.message)
         else:
             failed = True
             typer.echo(f"error LT-006: {result.message}", err=True)

@@ -331,7 +331,7 @@ class LiveTradingService:
             if acked:
                 final = store.get_run(row.run_id)
                 results.append(StopResult(row.run_id, True, final.status if final else "stopped",
-                                          f"run {row.run_id} stopped ({message})", elapsed))
+                                          f"run {row.run_id} {message}", elapsed))
             else:
                 results.append(StopResult(row.run_id, False, "stopping",
                                           f"run {row.run_id}: no acknowledgement within {timeout:g}s "
@@ -364,7 +364,7 @@ class LiveTradingService:
                               f"(engine pid {row.pid} hung? kill it and check the venues)", elapsed)
         final = store.get_run(row.run_id)
         return StopResult(row.run_id, True, final.status if final else "emergency_stopped",
-                          f"run {row.run_id} halted: {message}", elapsed)
+                          f"run {row.run_id} {message}", elapsed)
 
     def health_check(self, max_heartbeat_age: float | None = None) -> HealthReport:
         """Healthy only when every running run has a live process, a fresh heartbeat and no

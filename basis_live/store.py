@@ -316,11 +316,14 @@ class Store:
                 return None
             try:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise EngineInitError(f"state database {path} cannot be created: {path.parent}: "
+                                      f"{exc.strerror or 'not a directory'}") from None
+            try:
                 # Create it 0600 before SQLite touches it: the file holds the trading history.
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-                os.close(fd)
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             except FileExistsError:
-                pass
+                pass  # another process created it a moment ago
             except OSError as exc:
                 raise EngineInitError(f"state database {path} cannot be created: {exc.strerror}") from None
         elif path.is_dir():

@@ -102,6 +102,7 @@ class EventDrivenStrategyEngine:
         self._tasks: list[asyncio.Task[Any]] = []
         self._halt_lock = asyncio.Lock()
         self.ticks = 0
+        self._skip_logged: dict[tuple[str, str, str], datetime] = {}
 
     # ------------------------------------------------------------------ helpers
     def sim_now(self) -> datetime:
@@ -288,8 +289,13 @@ class EventDrivenStrategyEngine:
                 reduce_only=intent.reduce_only, purpose=intent.purpose, mark=mark,
             )
             if result.status == "skipped":
-                self.event("order.skipped", f"{intent.purpose} {intent.side} {intent.quantity:.8f} {intent.symbol} "
-                           f"on {intent.venue} not sent: {result.reason}")
+                # A leg stuck below the venue minimum would log every tick: once per simulated hour.
+                key = (intent.venue, intent.symbol, intent.side)
+                last = self._skip_logged.get(key)
+                if last is None or (self.sim_now() - last).total_seconds() >= 3600:
+                    self._skip_logged[key] = self.sim_now()
+                    self.event("order.skipped", f"{intent.purpose} {intent.side} {intent.quantity:.8f} "
+                               f"{intent.symbol} on {intent.venue} not sent: {result.reason}")
 
     def _mark(self, intent: OrderIntent) -> Decimal:
         assert self.market is not None
@@ -322,6 +328,9 @@ class EventDrivenStrategyEngine:
         next_tick = self.sim_now()
         while not self._stop_requested.is_set():
             await self.clock.sleep_until(next_tick)
+            if self.market is None or self.market.timestamp < next_tick:
+                # Decide on the market at the tick's own time, not on a snapshot from before it.
+                await self.publish(await self.feed.snapshot_at(min(self.clock.now(), self.feed.end or self.clock.now())))
             await self.tick()
             next_tick = max(next_tick + _seconds(interval), self.clock.now())
 
@@ -449,7 +458,7 @@ class EventDrivenStrategyEngine:
         self.event(f"run.{status}", f"run {self.run_id} {status}: {reason}",
                    level="error" if status == "failed" else ("warning" if status == "emergency_stopped" else "info"))
         for command_id in self._pending_acks:
-            self.store.ack_command(command_id, "done", f"run {status}: {reason}")
+            self.store.ack_command(command_id, "done", f"{status}: {reason}")
         for venue in self.venues.values():
             with contextlib.suppress(Exception):
                 await venue.close()

@@ -40,11 +40,6 @@ class BasisMode(StrategyMode):
         funding[SPOT_VENUE]["USDT"] += capital - sum(a["USDT"] for a in funding.values())
         return funding
 
-    def _targets(self, view: PortfolioView) -> tuple[Decimal, dict[str, Decimal]]:
-        price = price_usdt(self.asset, view.market)
-        spot_qty = self._spot_budget(view.equity) / price
-        return spot_qty, {v: -w * spot_qty for v, w in self.allocation.items()}
-
     def _leg(self, venue: str, symbol: str, current: Decimal, target: Decimal, entering: bool) -> OrderIntent | None:
         threshold = Decimal(repr(self.config.position_deviation_threshold))
         delta = target - current
@@ -62,22 +57,28 @@ class BasisMode(StrategyMode):
     def decide(self, view: PortfolioView) -> list[OrderIntent]:
         if view.equity <= 0:
             return []
-        spot_target, perp_targets = self._targets(view)
+        price = price_usdt(self.asset, view.market)
+        spot_target = self._spot_budget(view.equity) / price
         spot_now = view.balance(SPOT_VENUE, self.asset)
         entering = spot_now == 0
         intents = []
+        spot_after = spot_now
         spot = self._leg(SPOT_VENUE, self.spot_symbol, spot_now, spot_target, entering)
         if spot is not None and spot.side == "buy":
             # Never spend the perp margin that binance's own short needs.
-            price = price_usdt(self.asset, view.market)
-            margin_needed = abs(perp_targets.get(SPOT_VENUE, ZERO)) * price / self.leverage
+            margin_needed = self.allocation.get(SPOT_VENUE, ZERO) * spot_target * price / self.leverage
             affordable = (view.balance(SPOT_VENUE, "USDT") - margin_needed) / (price * Decimal("1.003"))
-            spot = spot if affordable >= spot.quantity else (
-                OrderIntent(SPOT_VENUE, self.spot_symbol, "buy", affordable, spot.purpose, False) if affordable > 0 else None)
+            if affordable < spot.quantity:
+                spot = OrderIntent(SPOT_VENUE, self.spot_symbol, "buy", affordable, spot.purpose, False) \
+                    if affordable > 0 else None
         if spot is not None:
             intents.append(spot)
-        for venue, target in perp_targets.items():
-            leg = self._leg(venue, self.perp_symbol, view.position_quantity(venue, self.perp_symbol), target, entering)
+            spot_after = spot_now + (spot.quantity if spot.side == "buy" else -spot.quantity)
+        # The hedge follows the spot actually held (after this tick's spot order), not the equity
+        # target: a spot leg that cannot be bought in full must not leave the book net short.
+        for venue, weight in self.allocation.items():
+            current = view.position_quantity(venue, self.perp_symbol)
+            leg = self._leg(venue, self.perp_symbol, current, -weight * spot_after, entering)
             if leg is not None:
                 intents.append(leg)
         return intents

@@ -1,0 +1,276 @@
+"""End to end: the installed basis-live script in separate processes, as an operator uses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Cli, wait_for
+
+
+def test_status_from_another_process_shows_a_running_paper_run_and_stop_is_acknowledged(cli: Cli) -> None:
+    engine = cli.start("pure_lending", "--capital", "100000", "--speed", "3600")
+    run = cli.wait_running(engine)
+    assert run["strategy_name"] == "pure_lending"
+    assert run["initial_capital"] == 100000.0
+    assert run["process_alive"] is True
+    for key in ("run_id", "status", "current_value", "total_pnl", "total_trades", "current_drawdown",
+                "last_heartbeat", "pid"):
+        assert key in run
+    assert run["last_heartbeat"].endswith("Z")
+
+    # The engine supplies the capital to AAVE on its first tick.
+    wait_for(lambda: cli.status()[0]["total_trades"] >= 1)
+
+    stopped = cli.run("stop", run["run_id"], "--timeout", "10")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.startswith(f"run {run['run_id']} stopped: stopped by operator (acknowledged in ")
+    assert engine.wait(timeout=15) == 0
+    output = engine.stdout.read()
+    assert output.splitlines()[0].startswith("PAPER TRADING on SAMPLE DATA")
+    final = cli.status()[0]
+    assert final["status"] == "stopped"
+    assert final["stop_reason"] == "stopped by operator"
+    # Interest accrued on the supplied capital minus the gas of one supply.
+    assert final["current_value"] != 100000.0
+
+
+def test_emergency_stop_records_the_reason_and_cancels_open_orders(cli: Cli) -> None:
+    # Limit orders 5% away from the market rest on the venues: there is something to cancel.
+    engine = cli.start("btc_basis", "--capital", "100000", "--speed", "60",
+                       "--set", "execution.order_type=limit", "--set", "execution.limit_offset_bps=500",
+                       "--set", "execution.order_timeout_seconds=86400")
+    run = cli.wait_running(engine)
+    run_id = run["run_id"]
+
+    def open_orders() -> list[dict]:
+        result = cli.run("orders", run_id, "--open", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    resting = wait_for(open_orders)
+    assert {o["venue"] for o in resting} == {"binance", "bybit", "okx"}
+
+    halted = cli.run("emergency-stop", run_id, "--reason", "exchange incident drill")
+    assert halted.returncode == 0, halted.stderr
+    assert engine.wait(timeout=15) == 3  # exit status of a run ended by an emergency stop
+
+    final = cli.status()[0]
+    assert final["status"] == "emergency_stopped"
+    assert final["trading_state"] == "HALTED"
+    assert "exchange incident drill" in final["stop_reason"]
+    assert open_orders() == []
+    all_orders = json.loads(cli.run("orders", run_id, "--json").stdout)
+    cancelled = {o["client_order_id"] for o in all_orders if o["status"] == "cancelled"}
+    assert {o["client_order_id"] for o in resting} <= cancelled
+
+
+def test_emergency_stop_with_unwind_closes_every_position(cli: Cli) -> None:
+    engine = cli.start("btc_basis", "--capital", "100000", "--speed", "600")
+    run_id = cli.wait_running(engine)["run_id"]
+    wait_for(lambda: cli.status()[0]["total_trades"] >= 4)  # spot + three perp legs
+
+    halted = cli.run("emergency-stop", run_id, "--reason", "unwind drill", "--unwind")
+    assert halted.returncode == 0, halted.stderr
+    assert engine.wait(timeout=15) == 3
+    db = sqlite3.connect(cli.db)
+    exposures = json.loads(db.execute(
+        "SELECT exposures_json FROM snapshots WHERE run_id = ? ORDER BY id DESC LIMIT 1", (run_id,)).fetchone()[0])
+    positions = json.loads(db.execute(
+        "SELECT positions_json FROM snapshots WHERE run_id = ? ORDER BY id DESC LIMIT 1", (run_id,)).fetchone()[0])
+    assert [p for p in positions if p["kind"] == "perp"] == []
+    assert float(exposures["gross_exposure"]) < 5  # BTC dust below the spot step, in USDT
+    purposes = {row[0] for row in db.execute("SELECT purpose FROM orders WHERE run_id = ? AND status = 'filled'",
+                                              (run_id,))}
+    assert "exit_full" in purposes
+
+
+def test_crash_scenario_trips_max_drawdown_and_the_watchdog_halts_the_run(cli: Cli) -> None:
+    engine = cli.start("btc_basis", "--capital", "100000", "--speed", "7200", "--scenario", "crash",
+                       "--risk", "max_drawdown=0.01")
+    assert engine.wait(timeout=60) == 3
+    output = engine.stdout.read()
+    assert "max_drawdown breached" in output
+    final = cli.status()[0]
+    assert final["status"] == "emergency_stopped"
+    assert final["trading_state"] == "HALTED"
+    assert "max_drawdown" in final["stop_reason"]
+    risk = json.loads(cli.run("risk", final["run_id"], "--json").stdout)
+    breach = next(b for b in risk["breaches"] if b["type"] == "max_drawdown")
+    assert breach["limit"] == 0.01
+    assert breach["current"] > 0.01
+    assert breach["breach_pct"] == pytest.approx((breach["current"] - 0.01) / 0.01 * 100, abs=1e-4)
+    # The crash starts one simulated hour in (sample feed scenario): the halt comes after it.
+    assert final["sim_time"] > "2025-01-01T01:00"
+
+
+def test_health_is_ok_while_running_then_reports_a_stale_heartbeat_and_a_dead_engine(cli: Cli) -> None:
+    assert cli.run("health").returncode == 0  # nothing running is healthy
+    engine = cli.start("pure_lending", "--capital", "5000", "--speed", "60")
+    run = cli.wait_running(engine)
+
+    healthy = cli.run("health")
+    assert healthy.returncode == 0, healthy.stdout
+    assert "1 running run(s) healthy" in healthy.stdout
+
+    engine.send_signal(signal.SIGSTOP)  # a hung engine: alive, but no heartbeat
+    try:
+        time.sleep(2.5)
+        stale = cli.run("health", "--max-heartbeat-age", "2")
+        assert stale.returncode == 1
+        assert f"run {run['run_id']} (pure_lending) heartbeat is stale" in stale.stdout
+    finally:
+        engine.send_signal(signal.SIGCONT)
+
+    engine.send_signal(signal.SIGKILL)
+    engine.wait(timeout=10)
+    dead = cli.run("health", "--json")
+    assert dead.returncode == 1
+    report = json.loads(dead.stdout)
+    assert report["healthy"] is False
+    assert any("is dead" in p and run["run_id"] in p for p in report["problems"])
+    plain = cli.run("health")
+    assert plain.returncode == 1
+    assert plain.stdout.strip().splitlines() == [p.join(("unhealthy: ", "")) for p in report["problems"]]
+
+
+def test_stop_of_a_killed_engine_says_so_and_marks_the_run_failed(cli: Cli) -> None:
+    engine = cli.start("pure_lending", "--capital", "5000", "--speed", "60")
+    run_id = cli.wait_running(engine)["run_id"]
+    engine.kill()
+    engine.wait(timeout=10)
+    result = cli.run("stop", run_id)
+    assert result.returncode == 1
+    assert "engine process" in result.stderr and "is gone" in result.stderr
+    assert cli.status()[0]["status"] == "failed"
+
+
+def test_emergency_stop_of_a_dead_engine_marks_the_run_and_says_nothing_was_cancelled(cli: Cli) -> None:
+    engine = cli.start("pure_lending", "--capital", "5000", "--speed", "60")
+    run_id = cli.wait_running(engine)["run_id"]
+    engine.kill()
+    engine.wait(timeout=10)
+    result = cli.run("emergency-stop", run_id, "--reason", "engine vanished")
+    assert result.returncode == 1
+    assert "is gone" in result.stderr and "no order was cancelled" in result.stderr
+    final = cli.status()[0]
+    assert final["status"] == "emergency_stopped"
+    assert "engine vanished" in final["stop_reason"]
+
+
+def _assert_refused(result, code: str, fragment: str, db: Path) -> None:  # type: ignore[no-untyped-def]
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error {code}: "), lines[0]
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+    if db.exists():
+        assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["no_such_strategy", "--capital", "1000"], "LT-002", "unknown strategy 'no_such_strategy'"),
+        (["pure_lending", "--capital", "0"], "LT-001", "--capital must be > 0"),
+        (["pure_lending", "--capital", "-5"], "LT-001", "--capital must be > 0"),
+        (["pure_lending", "--capital", "lots"], "LT-001", "--capital must be a number"),
+        (["pure_lending", "--capital", "1000", "--share-class", "ETH"], "LT-001", "not allowed for pure_lending"),
+        (["pure_lending", "--capital", "1000", "--set", "execution.no_such_key=1"], "LT-002",
+         "unknown key 'execution.no_such_key'"),
+        (["btc_basis", "--capital", "1000", "--set", "hedge_allocation.okx=0.5"], "LT-002",
+         "hedge_allocation must sum to 1"),
+        (["pure_lending", "--capital", "1000", "--risk", "max_drawdown=1.5"], "LT-002", "max_drawdown"),
+        (["pure_lending", "--capital", "1000", "--scenario", "meteor"], "LT-001", "unknown scenario 'meteor'"),
+        (["eth_leveraged", "--capital", "10"], "LT-003", "not implemented yet"),
+        (["pure_lending", "--capital", "1000", "--speed", "0"], "LT-001", "--speed must be > 0"),
+    ],
+)
+def test_bad_start_input_gives_one_line_with_its_code_exit_2_and_no_run(cli: Cli, args, code, fragment) -> None:
+    _assert_refused(cli.run("start", *args), code, fragment, cli.db)
+
+
+def test_malformed_strategy_yaml_is_refused_with_its_location(cli: Cli, tmp_path: Path) -> None:
+    directory = tmp_path / "mine"
+    directory.mkdir()
+    (directory / "broken.yaml").write_text("mode: pure_lending\nvenues: {aave_v3: {enabled: true}\n")
+    result = cli.run("start", "broken", "--capital", "1000", "--strategies-dir", str(directory))
+    _assert_refused(result, "LT-002", "malformed YAML", cli.db)
+    assert "broken.yaml" in result.stderr
+
+
+def test_unwritable_db_is_refused_and_nothing_is_written(cli: Cli, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    db = blocker / "state.db"
+    result = cli.run("start", "pure_lending", "--capital", "1000", "--db", str(db))
+    _assert_refused(result, "LT-003", "cannot be created", db)
+    assert blocker.read_text() == "a file where a directory should be"
+
+
+def test_live_execution_mode_is_refused_until_live_venues_exist(cli: Cli) -> None:
+    result = cli.run("start", "pure_lending", "--capital", "1000", env={"BASIS_EXECUTION_MODE": "live"})
+    _assert_refused(result, "LT-003", "live is not supported yet", cli.db)
+    bad = cli.run("start", "pure_lending", "--capital", "1000", env={"BASIS_ENVIRONMENT": "moon"})
+    _assert_refused(bad, "LT-001", "BASIS_ENVIRONMENT='moon'", cli.db)
+
+
+def test_unknown_run_id_is_a_one_line_error(cli: Cli) -> None:
+    engine = cli.start("pure_lending", "--capital", "1000", "--speed", "60")
+    cli.wait_running(engine)
+    for command in (["status", "deadbeef"], ["metrics", "deadbeef"], ["risk", "deadbeef"], ["stop", "deadbeef"],
+                    ["emergency-stop", "deadbeef", "--reason", "x"]):
+        result = cli.run(*command)
+        assert result.returncode == 2, command
+        assert result.stderr.strip() == f"error LT-001: no run 'deadbeef' in {cli.db}"
+    cli.run("stop", "--all")
+
+
+def test_stop_all_stops_every_running_run(cli: Cli) -> None:
+    first = cli.start("pure_lending", "--capital", "1000", "--speed", "60")
+    second = cli.start("btc_basis", "--capital", "50000", "--speed", "60")
+    cli.wait_running(first)
+    cli.wait_running(second)
+    result = cli.run("stop", "--all")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(" stopped: stopped by operator (acknowledged in " in line for line in lines)
+    assert first.wait(timeout=15) == 0 and second.wait(timeout=15) == 0
+    assert {r["status"] for r in cli.status()} == {"stopped"}
+
+
+def test_state_db_is_private_and_in_wal_mode(cli: Cli) -> None:
+    engine = cli.start("pure_lending", "--capital", "1000", "--speed", "60")
+    cli.wait_running(engine)
+    assert os.stat(cli.db).st_mode & 0o777 == 0o600
+    assert sqlite3.connect(cli.db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    cli.run("stop", "--all")
+
+
+def test_default_db_lives_under_xdg_state_home(isolated_dirs: Path) -> None:
+    import subprocess
+
+    from conftest import BASIS_LIVE
+
+    env = {k: v for k, v in os.environ.items() if k != "BASIS_LIVE_DB"}
+    expected = isolated_dirs / "state" / "basis-live" / "state.db"
+    result = subprocess.run([BASIS_LIVE, "status", "--json"], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 0 and json.loads(result.stdout) == []
+    assert not expected.exists()  # reading never creates the database
+    proc = subprocess.Popen([BASIS_LIVE, "start", "pure_lending", "--capital", "1000", "--speed", "60"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        wait_for(lambda: expected.exists() and Cli(expected).status())
+        assert Cli(expected).run("stop", "--all").returncode == 0
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
