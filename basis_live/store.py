@@ -506,11 +506,11 @@ class Store:
             db.execute("ROLLBACK")
             raise
 
-    def _prune_snapshots(self, run_id: str, retention: int = SNAPSHOT_RETENTION) -> None:
+    def _prune_snapshots(self, run_id: str) -> None:
         self.db.execute(
             """DELETE FROM snapshots WHERE run_id = ? AND keep = 0 AND id <= (
                    SELECT id FROM snapshots WHERE run_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)""",
-            (run_id, run_id, retention),
+            (run_id, run_id, SNAPSHOT_RETENTION),
         )
 
     def count_snapshots(self, run_id: str) -> int:

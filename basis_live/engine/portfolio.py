@@ -122,15 +122,19 @@ def value_portfolio(
         upnl = ZERO
         for p in account.positions:
             if p.kind == "perp":
-                mark = p.mark_price or price_usdt(p.base, market)
+                # Revalue at the snapshot's mark: an account read a while ago (a slow venue) must
+                # still show what the position is worth now.
+                quoted = market.perp_mark.get(venue, {}).get(p.base)
+                mark = _d(quoted) if quoted is not None else (p.mark_price or price_usdt(p.base, market))
+                unrealized = p.quantity * (mark - p.entry_price) if p.entry_price is not None else p.unrealized_pnl
                 notional = abs(p.quantity) * mark
                 perp_notional += notional
-                upnl += p.unrealized_pnl
-                equity_usdt += p.unrealized_pnl
+                upnl += unrealized
+                equity_usdt += unrealized
                 expose(p.base, p.quantity)
                 position_values.append({"venue": venue, "symbol": p.symbol, "kind": "perp",
                                         "quantity": str(p.quantity), "entry_price": str(p.entry_price),
-                                        "mark_price": str(mark), "unrealized_pnl": str(p.unrealized_pnl),
+                                        "mark_price": str(mark), "unrealized_pnl": str(unrealized),
                                         "value": str(p.quantity * mark / share_price)})
             elif p.kind in ("supply", "stake"):
                 value = p.quantity * price_usdt(p.base, market)

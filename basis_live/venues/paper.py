@@ -50,6 +50,8 @@ class PaperFaults:
     """Faults a test can inject into a paper venue."""
 
     lose_submit_responses: int = 0  # the next N submits execute, then raise AmbiguousOrderError
+    drop_submits: int = 0  # the next N submits never reach the venue, and raise AmbiguousOrderError
+    hang_submits_seconds: float = 0.0  # submits sleep this long first (a venue stuck on orders)
     hang_seconds: float = 0.0  # every call sleeps this long first (a hung venue)
     unavailable: bool = False  # every call raises VenueUnavailable
 
@@ -128,6 +130,11 @@ class _PaperBase(Venue):
 
     async def place_order(self, request: OrderRequest) -> OrderState:
         await self._enter()
+        if self.faults.hang_submits_seconds:
+            await asyncio.sleep(self.faults.hang_submits_seconds)
+        if self.faults.drop_submits > 0:
+            self.faults.drop_submits -= 1
+            raise AmbiguousOrderError(f"{self.name}: submit timed out before reaching the venue (simulated)")
         if request.client_order_id in self._orders:
             # Like bybit: a client id is unique for ever. The engine never resends a known id.
             raise OrderRejected(f"{self.name}: duplicate client order id {request.client_order_id}")

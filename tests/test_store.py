@@ -1,0 +1,140 @@
+"""The SQLite store: pragmas, file mode, migrations, the command queue, the audit trail, retention."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from basis_live import store as store_module
+from basis_live.errors import EngineInitError, RequestValidationError
+from basis_live.store import Store, default_db_path
+
+
+def _open(path: Path) -> Store:
+    opened = Store.open(path)
+    assert opened is not None
+    return opened
+
+
+def _run(store: Store, run_id: str = "abcd1234") -> str:
+    store.insert_run(run_id=run_id, strategy_name="pure_lending", mode="pure_lending", share_class="USDT",
+                     initial_capital="1000", execution_mode="paper", environment="dev", feed_label="SAMPLE",
+                     request={}, config={}, pid=1, host="h", pid_start=None, heartbeat_timeout=300)
+    return run_id
+
+
+def test_open_creates_a_private_wal_database_with_all_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "state.db"
+    store = _open(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert store.journal_mode() == "wal"
+    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    assert store.applied_migrations() == [name for name, _ in store_module.MIGRATIONS]
+
+
+def test_reopening_applies_no_migration_twice(tmp_path: Path) -> None:
+    _open(tmp_path / "s.db").close()
+    store = _open(tmp_path / "s.db")
+    assert store_module.migrate(store.db) == []
+
+
+def test_a_new_migration_is_applied_to_an_old_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _open(tmp_path / "s.db").close()
+
+    def add_column(db: sqlite3.Connection) -> None:
+        db.execute("ALTER TABLE runs ADD COLUMN note TEXT")
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, ("999_note", add_column)])
+    store = _open(tmp_path / "s.db")
+    assert "999_note" in store.applied_migrations()
+    assert "note" in [row[1] for row in store.db.execute("PRAGMA table_info(runs)")]
+
+
+def test_read_only_open_of_a_missing_database_creates_nothing(tmp_path: Path) -> None:
+    assert Store.open(tmp_path / "none.db", create=False) is None
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_unusable_paths_are_lt_003(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(EngineInitError, match="cannot be created"):
+        Store.open(tmp_path / "file" / "state.db")
+    with pytest.raises(EngineInitError, match="is a directory"):
+        Store.open(tmp_path)
+    (tmp_path / "garbage.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(EngineInitError, match="not usable"):
+        Store.open(tmp_path / "garbage.db")
+
+
+def test_default_path_follows_basis_live_db_then_xdg_state_home() -> None:
+    assert default_db_path({"BASIS_LIVE_DB": "/x/y.db"}) == Path("/x/y.db")
+    assert default_db_path({"XDG_STATE_HOME": "/s"}) == Path("/s/basis-live/state.db")
+    assert default_db_path({}).parts[-4:] == (".local", "state", "basis-live", "state.db")
+
+
+def test_events_are_append_only(tmp_path: Path) -> None:
+    store = _open(tmp_path / "s.db")
+    run_id = _run(store)
+    store.append_event(run_id, "x", "first")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store.db.execute("UPDATE events SET message = 'rewritten'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        store.db.execute("DELETE FROM events")
+    assert [e["message"] for e in store.list_events(run_id)] == ["first"]
+
+
+def test_commands_are_picked_once_and_acknowledged(tmp_path: Path) -> None:
+    store = _open(tmp_path / "s.db")
+    run_id = _run(store)
+    other = _open(tmp_path / "s.db")  # another process's connection
+    command_id = other.enqueue_command(run_id, "stop", {"by": "test"})
+    picked = store.take_pending_commands(run_id)
+    assert [(c.id, c.kind, c.args) for c in picked] == [(command_id, "stop", {"by": "test"})]
+    assert store.take_pending_commands(run_id) == []
+    store.ack_command(command_id, "done", "stopped")
+    acked = other.get_command(command_id)
+    assert acked is not None and acked.ack_status == "done" and acked.acked_at is not None
+
+
+def test_run_ids_resolve_from_unique_prefixes(tmp_path: Path) -> None:
+    store = _open(tmp_path / "s.db")
+    _run(store, "abcd1234")
+    _run(store, "abce9999")
+    assert store.resolve_run_id("abcd") == "abcd1234"
+    with pytest.raises(RequestValidationError, match="ambiguous"):
+        store.resolve_run_id("abc")
+    with pytest.raises(RequestValidationError, match="no run"):
+        store.resolve_run_id("zz")
+    with pytest.raises(RequestValidationError, match="no run"):
+        store.resolve_run_id("%")  # LIKE wildcards are literal
+
+
+def test_terminal_status_is_not_overwritten_by_a_late_writer(tmp_path: Path) -> None:
+    store = _open(tmp_path / "s.db")
+    run_id = _run(store)
+    assert store.set_run_status(run_id, "stopped", "done")
+    assert not store.set_run_status(run_id, "stopping", only_if=("running",))
+    row = store.get_run(run_id)
+    assert row is not None and row.status == "stopped" and row.stopped_at is not None
+
+
+def test_snapshot_retention_keeps_recent_rows_and_one_per_hour(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "SNAPSHOT_RETENTION", 50)
+    monkeypatch.setattr(store_module, "_PRUNE_EVERY", 10)
+    store = _open(tmp_path / "s.db")
+    run_id = _run(store)
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    # Ten hours of one-minute snapshots: 600 rows written.
+    for minute in range(600):
+        store.record_snapshot(run_id, sim_time=start + timedelta(minutes=minute), equity="1000", pnl="0",
+                              peak_value="1000", drawdown=0.0, max_drawdown=0.0, total_trades=0, positions=[],
+                              exposures={}, risk={"status": "ok"}, metrics={}, trading_state="ACTIVE")
+    count = store.count_snapshots(run_id)
+    hours = {row[0] for row in store.db.execute("SELECT hour_bucket FROM snapshots WHERE keep = 1")}
+    assert len(hours) == 10  # the first snapshot of every hour survives
+    assert 50 <= count <= 50 + 10 + 10  # retention + hourly keepers + rows since the last prune
+    latest = store.latest_snapshot(run_id)
+    assert latest is not None and latest["sim_time"] == "2025-01-01T09:59:00.000Z"
