@@ -140,15 +140,9 @@ class LiveTradingService:
         import asyncio
         import signal
 
-        from basis_live.config import redact_secrets
-        from basis_live.engine.clock import SimClock
-        from basis_live.engine.engine import EventDrivenStrategyEngine
+        from basis_live.engine.assembly import assemble_paper_run
         from basis_live.feeds.base import FeedError
         from basis_live.feeds.factory import open_feed
-        from basis_live.modes.registry import create_mode
-        from basis_live.process import hostname, process_start
-        from basis_live.risk.watchdog import RiskWatchdog
-        from basis_live.venues.factory import build_paper_venues
 
         config = prepared.config
         store = self._open(create=True)
@@ -157,27 +151,11 @@ class LiveTradingService:
             feed = open_feed(config.feed.kind, config.feed.data, config.feed.scenario, config.feed.seed)
         except FeedError as exc:
             raise EngineInitError(f"market feed unusable: {exc}") from None
-        mode = create_mode(config.strategy)
         run_id = secrets.token_hex(4)
 
         async def main() -> "RunOutcome":
-            clock = SimClock(feed.start, config.feed.speed)
-            try:
-                first = await feed.snapshot_at(feed.start)
-            except FeedError as exc:
-                raise EngineInitError(f"market feed unusable: {exc}") from None
-            venues, simulated = build_paper_venues(config, mode, first)
-            for venue in simulated:
-                venue.on_market(first)
-            store.insert_run(
-                run_id=run_id, strategy_name=config.strategy.name, mode=config.strategy.mode,
-                share_class=config.share_class, initial_capital=str(config.initial_capital),
-                execution_mode=config.execution_mode, environment=config.environment, feed_label=feed.label,
-                request=redact_secrets(prepared.request), config=redact_secrets(config.model_dump(mode="json")),
-                pid=os.getpid(), host=hostname(), pid_start=process_start(os.getpid()),
-                heartbeat_timeout=config.strategy.heartbeat_timeout,
-            )
-            engine = EventDrivenStrategyEngine(run_id, config, feed, venues, simulated, mode, store, clock, reporter)
+            run = await assemble_paper_run(run_id, config, feed, store, prepared.request, reporter)
+            engine = run.engine
             loop = asyncio.get_running_loop()
             for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
                 loop.add_signal_handler(signum, engine.request_stop, f"{name} received")
@@ -186,10 +164,9 @@ class LiveTradingService:
                 if on_started is not None:
                     on_started({"run_id": run_id, "db": str(self.db_path), "feed": feed.label,
                                 "is_sample": feed.is_sample, "pid": os.getpid()})
-                return await engine.run(RiskWatchdog(engine))
+                return await engine.run(run.watchdog)
             except BaseException as exc:
-                if store.get_run(run_id) is not None:
-                    store.set_run_status(run_id, "failed", f"engine failed: {exc!r}", only_if=ACTIVE_STATUSES)
+                store.set_run_status(run_id, "failed", f"engine failed: {exc!r}", only_if=ACTIVE_STATUSES)
                 raise
             finally:
                 for signum in (signal.SIGINT, signal.SIGTERM):

@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from basis_live.config import ConfigManager, build_run_config
-from basis_live.engine.clock import SimClock
+from basis_live.engine.assembly import assemble_paper_run
 from basis_live.engine.engine import EventDrivenStrategyEngine, RunOutcome
 from basis_live.feeds.base import MarketFeed, MarketSnapshot
 from basis_live.feeds.sample import SampleFeed
-from basis_live.modes.registry import create_mode
 from basis_live.risk.watchdog import RiskWatchdog
 from basis_live.store import Store
-from basis_live.venues.factory import build_paper_venues
 
 
 class ControlledFeed(MarketFeed):
@@ -71,16 +69,6 @@ async def build(tmp_path: Path, strategy: str, capital: str, *, speed: float = 3
     feed = ControlledFeed(SampleFeed(scenario=scenario, days=days))
     store = Store.open(tmp_path / "engine.db")
     assert store is not None
-    mode = create_mode(config.strategy)
-    first = await feed.snapshot_at(feed.start)
-    venues, simulated = build_paper_venues(config, mode, first)
-    for venue in simulated:
-        venue.on_market(first)
-    store.insert_run(run_id=run_id, strategy_name=strategy, mode=config.strategy.mode, share_class=config.share_class,
-                     initial_capital=capital, execution_mode="paper", environment="dev", feed_label=feed.label,
-                     request={}, config=config.model_dump(mode="json"), pid=0, host="test", pid_start=None,
-                     heartbeat_timeout=300)
-    engine = EventDrivenStrategyEngine(run_id, config, feed, venues, simulated, mode, store,
-                                       SimClock(feed.start, speed))
-    await engine.start()
-    return Harness(engine, store, feed, venues, RiskWatchdog(engine))
+    run = await assemble_paper_run(run_id, config, feed, store, {"test": True})
+    await run.engine.start()
+    return Harness(run.engine, store, feed, run.venues, run.watchdog)

@@ -274,3 +274,21 @@ def test_default_db_lives_under_xdg_state_home(isolated_dirs: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+REFERENCE_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference-data"
+
+
+@pytest.mark.skipif(not REFERENCE_DATA.is_dir(), reason="../shared/reference-data is absent (only outside CI)")
+def test_a_paper_run_replays_the_reference_data_through_its_manifest(cli: Cli) -> None:
+    manifest = Path(__file__).resolve().parents[1] / "examples" / "reference-data.yaml"
+    engine = cli.start("btc_basis", "--capital", "100000", "--speed", "36000", "--feed", "replay",
+                       "--data", str(manifest))
+    run = cli.wait_running(engine)
+    assert run["feed"].startswith("REPLAY DATA")
+    wait_for(lambda: cli.status()[0]["total_trades"] >= 4)
+    assert cli.run("stop", run["run_id"]).returncode == 0
+    assert engine.wait(timeout=15) == 0
+    assert engine.stdout.read().splitlines()[0].startswith("PAPER TRADING on REPLAY DATA")
+    final = cli.status()[0]
+    assert final["sim_time"].startswith("2024-05")  # the data set starts 2024-05-12
