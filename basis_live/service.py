@@ -12,13 +12,12 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from basis_live.errors import (
-    BasisLiveError,
     EngineInitError,
     MonitoringError,
     RequestValidationError,
@@ -56,6 +55,10 @@ class HealthReport:
     problems: list[str]
     runs: list[dict[str, Any]] = field(default_factory=list)
     checked_at: str = ""
+
+
+#: Seconds a queued command may wait for the engine before `health` calls the run unhealthy.
+COMMAND_ACK_LIMIT = 30.0
 
 
 def _num(value: str | None) -> float | None:
@@ -344,38 +347,43 @@ class LiveTradingService:
                           f"run {row.run_id} {message}", elapsed)
 
     def health_check(self, max_heartbeat_age: float | None = None) -> HealthReport:
-        """Healthy only when every running run has a live process, a fresh heartbeat and no
-        unhandled breach."""
+        """Healthy only when every running run has a live process, a fresh heartbeat, a strategy
+        loop that still ticks, no command left unacknowledged and no unhandled breach."""
         from basis_live.risk.limits import unhandled_breaches
 
         now = utc_now()
         problems: list[str] = []
+        store = self._reader()
         runs = self.get_all_running_strategies()
         for run in runs:
-            label = f"run {run['run_id']} ({run['strategy_name']})"
-            limit = max_heartbeat_age
-            if limit is None:
-                store = self._reader()
-                row = store.get_run(run["run_id"]) if store else None
-                limit = row.heartbeat_timeout if row else 300.0
+            row = store.get_run(run["run_id"]) if store is not None else None
+            if row is None:
+                continue
+            label = f"run {row.run_id} ({row.strategy_name})"
+            limit = max_heartbeat_age if max_heartbeat_age is not None else row.heartbeat_timeout
             if run["process_alive"] is False:
-                problems.append(f"{label} is dead: engine process {run['pid']} is not running "
-                                f"(last heartbeat {run['last_heartbeat']})")
+                problems.append(f"{label} is dead: engine process {row.pid} is not running "
+                                f"(last heartbeat {row.last_heartbeat})")
                 continue
             age = run["heartbeat_age_seconds"]
             if age is None or age > limit:
                 problems.append(f"{label} heartbeat is stale: {age if age is not None else 'never'}s old "
                                 f"(limit {limit:g}s)")
-            store = self._reader()
-            row = store.get_run(run["run_id"]) if store else None
-            if row is not None:
-                for breach in unhandled_breaches(row.risk, row.trading_state):
-                    problems.append(f"{label} has an unhandled {breach['type']} breach: {breach['current']:.6g} vs "
-                                    f"limit {breach['limit']:.6g} (policy {breach['policy']})")
-                for venue in (row.risk or {}).get("degraded_venues", []):
-                    problems.append(f"{label}: venue {venue} is degraded (LT-004)")
+            config = json.loads(row.config_json)
+            tick_wall = config["strategy"]["monitoring_interval"] / config["feed"]["speed"]
+            stall_limit = max(limit, 3 * tick_wall)
+            last_tick = parse_iso(row.last_tick_at) or parse_iso(row.started_at)
+            if last_tick is not None and (now - last_tick).total_seconds() > stall_limit:
+                problems.append(f"{label} strategy loop stalled: last tick {(now - last_tick).total_seconds():.0f}s "
+                                f"ago (limit {stall_limit:g}s)")
+            for command in store.unacknowledged_commands(row.run_id):  # type: ignore[union-attr]
+                waiting = (now - parse_iso(command.created_at)).total_seconds()  # type: ignore[operator]
+                if waiting > COMMAND_ACK_LIMIT:
+                    problems.append(f"{label}: {command.kind} command {command.id} not acknowledged for "
+                                    f"{waiting:.0f}s")
+            for breach in unhandled_breaches(row.risk, row.trading_state):
+                problems.append(f"{label} has an unhandled {breach['type']} breach: {breach['current']:.6g} vs "
+                                f"limit {breach['limit']:.6g} (policy {breach['policy']})")
+            for venue in (row.risk or {}).get("degraded_venues", []):
+                problems.append(f"{label}: venue {venue} is degraded (LT-004)")
         return HealthReport(not problems, problems, runs, iso(now) or "")
-
-
-def error_payload(exc: BasisLiveError) -> dict[str, Any]:
-    return {"error": exc.as_dict(), "at": datetime.now(timezone.utc).isoformat()}

@@ -203,8 +203,15 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+def _m002_last_tick(db: sqlite3.Connection) -> None:
+    # When the strategy loop last completed a tick: a fresh heartbeat alone does not prove the
+    # strategy is making progress (the watchdog beats on even when a tick is stuck).
+    db.execute("ALTER TABLE runs ADD COLUMN last_tick_at TEXT")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
+    ("002_last_tick", _m002_last_tick),
 ]
 
 
@@ -270,6 +277,7 @@ class RunRow:
     risk_status: str | None
     risk_json: str | None
     metrics_json: str | None
+    last_tick_at: str | None
 
     @property
     def risk(self) -> dict[str, Any] | None:
@@ -441,18 +449,14 @@ class Store:
     def set_trading_state(self, run_id: str, trading_state: str) -> None:
         self.db.execute("UPDATE runs SET trading_state = ? WHERE run_id = ?", (trading_state, run_id))
 
-    def heartbeat(self, run_id: str, trading_state: str, risk: dict[str, Any] | None = None) -> None:
-        if risk is None:
-            self.db.execute(
-                "UPDATE runs SET last_heartbeat = ?, trading_state = ? WHERE run_id = ?",
-                (iso(utc_now()), trading_state, run_id),
-            )
-        else:
-            self.db.execute(
-                """UPDATE runs SET last_heartbeat = ?, trading_state = ?, risk_status = ?, risk_json = ?
-                   WHERE run_id = ?""",
-                (iso(utc_now()), trading_state, risk.get("status"), _dumps(risk), run_id),
-            )
+    def heartbeat(self, run_id: str, trading_state: str, risk: dict[str, Any],
+                  last_tick_at: datetime | None = None) -> None:
+        self.db.execute(
+            """UPDATE runs SET last_heartbeat = ?, trading_state = ?, risk_status = ?, risk_json = ?,
+                   last_tick_at = COALESCE(?, last_tick_at)
+               WHERE run_id = ?""",
+            (iso(utc_now()), trading_state, risk.get("status"), _dumps(risk), iso(last_tick_at), run_id),
+        )
 
     # ---------------------------------------------------------------- snapshots
     def record_snapshot(
@@ -653,6 +657,12 @@ class Store:
             "UPDATE commands SET acked_at = ?, ack_status = ?, ack_message = ? WHERE id = ?",
             (iso(utc_now()), status, message, command_id),
         )
+
+    def unacknowledged_commands(self, run_id: str) -> list[CommandRow]:
+        rows = self.db.execute(
+            "SELECT * FROM commands WHERE run_id = ? AND acked_at IS NULL ORDER BY id", (run_id,)
+        ).fetchall()
+        return [self._command(r) for r in rows]
 
     def get_command(self, command_id: int) -> CommandRow | None:
         row = self.db.execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone()

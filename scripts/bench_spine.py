@@ -54,7 +54,7 @@ DEFAULT_BREACH_RUNS = 50
 QUICK_RUNS = (5, 5, 10)
 
 #: Wall-time budget of each measurement's repeat loop; a loop that runs out stops early and says so.
-MEASUREMENT_BUDGET_SECONDS = 110.0
+MEASUREMENT_BUDGET_SECONDS = 90.0
 #: Paper runs written to the status DB before timing (status lists them all).
 STATUS_SEED_RUNS = 3
 #: How long each seeding run trades before it is stopped.
@@ -155,11 +155,17 @@ class Budget:
 @contextlib.contextmanager
 def isolated_state(label: str) -> Iterator[tuple[Path, dict[str, str]]]:
     """A temporary directory and an environment whose state DB, XDG_STATE_HOME and XDG_CONFIG_HOME
-    all live inside it (paper execution, dev environment). Removed afterwards."""
+    all live inside it (paper execution, dev environment). Removed afterwards.
+
+    Bytecode is cached under the directory (PYTHONPYCACHEPREFIX, PYTHONDONTWRITEBYTECODE unset), so
+    after the first run every command, baseline included, starts from cached bytecode as an
+    installed CLI does, whatever the caller's environment says, and nothing is written to the tree."""
     with tempfile.TemporaryDirectory(prefix=f"bench-spine-{label}-") as tmp:
         root = Path(tmp)
         env = dict(os.environ)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         env.update({
+            "PYTHONPYCACHEPREFIX": str(root / "pycache"),
             "BASIS_LIVE_DB": str(root / "state.db"),
             "XDG_STATE_HOME": str(root / "xdg-state"),
             "XDG_CONFIG_HOME": str(root / "xdg-config"),
@@ -507,41 +513,23 @@ async def arm_when_position_open(engine: Any, feed: Any, rng: random.Random, run
 
 
 async def run_breach_once(db_path: Path, prepared: Any, feed_class: type, rng: random.Random) -> BreachSample:
-    """One run built the way LiveTradingService.start_live_trading builds it (same feed, venues,
-    run row, engine and watchdog; no SIGINT/SIGTERM handlers and no live view), but on a
-    BreachSwitchFeed. engine.set_state is wrapped to note time.monotonic() the moment the state
-    turns HALTED (before the store writes of set_state)."""
-    from basis_live.config import redact_secrets
-    from basis_live.engine.clock import SimClock
-    from basis_live.engine.engine import HALTED, EventDrivenStrategyEngine
+    """One run assembled by ``assemble_paper_run``, as LiveTradingService.start_live_trading
+    assembles it (same venues, run row, engine and watchdog; no SIGINT/SIGTERM handlers and no live
+    view), but on a BreachSwitchFeed. engine.set_state is wrapped to note time.monotonic() the
+    moment the state turns HALTED (before the store writes of set_state)."""
+    from basis_live.engine.assembly import assemble_paper_run
+    from basis_live.engine.engine import HALTED
     from basis_live.feeds.sample import SampleFeed
-    from basis_live.modes.registry import create_mode
-    from basis_live.process import hostname, process_start
-    from basis_live.risk.watchdog import RiskWatchdog
     from basis_live.store import Store
-    from basis_live.venues.factory import build_paper_venues
 
     config = prepared.config
     store = Store.open(db_path, create=True)
     assert store is not None
     try:
         feed = feed_class(SampleFeed(seed=config.feed.seed, scenario=config.feed.scenario))
-        mode = create_mode(config.strategy)
         run_id = secrets.token_hex(4)
-        clock = SimClock(feed.start, config.feed.speed)
-        first = await feed.snapshot_at(feed.start)
-        venues, simulated = build_paper_venues(config, mode, first)
-        for venue in simulated:
-            venue.on_market(first)
-        store.insert_run(
-            run_id=run_id, strategy_name=config.strategy.name, mode=config.strategy.mode,
-            share_class=config.share_class, initial_capital=str(config.initial_capital),
-            execution_mode=config.execution_mode, environment=config.environment, feed_label=feed.label,
-            request=redact_secrets(prepared.request), config=redact_secrets(config.model_dump(mode="json")),
-            pid=os.getpid(), host=hostname(), pid_start=process_start(os.getpid()),
-            heartbeat_timeout=config.strategy.heartbeat_timeout,
-        )
-        engine = EventDrivenStrategyEngine(run_id, config, feed, venues, simulated, mode, store, clock, None)
+        assembled = await assemble_paper_run(run_id, config, feed, store, prepared.request)
+        engine = assembled.engine
         halted_at: list[float] = []
         set_state = engine.set_state
 
@@ -552,7 +540,7 @@ async def run_breach_once(db_path: Path, prepared: Any, feed_class: type, rng: r
 
         engine.set_state = noting_set_state  # type: ignore[method-assign]
         await engine.start()
-        run_task = asyncio.create_task(engine.run(RiskWatchdog(engine)))
+        run_task = asyncio.create_task(engine.run(assembled.watchdog))
         try:
             async with asyncio.timeout(BREACH_RUN_TIMEOUT):
                 await arm_when_position_open(engine, feed, rng, run_task)
@@ -565,6 +553,8 @@ async def run_breach_once(db_path: Path, prepared: Any, feed_class: type, rng: r
                 raise BenchFailure(f"run {run_id} not finished {BREACH_RUN_TIMEOUT:g}s after start "
                                    f"(state {engine.state})") from None
             raise
+        except Exception as exc:
+            raise BenchFailure(f"run {run_id}: engine failed: {exc!r}") from exc
         if not halted_at or feed.first_breach_monotonic is None:
             raise BenchFailure(f"run {run_id} ended {outcome.status} without HALTED after the breach")
         events = store.list_events(run_id, kind_prefix="state.halted")
@@ -648,7 +638,7 @@ def machine_facts(cli: Cli) -> dict[str, Any]:
 
 def _row(label: str, stats: dict[str, Any], keys: tuple[str, ...]) -> str:
     cells = "".join(f"{stats.get(k, float('nan')):>10.1f}" if stats.get("n") else f"{'-':>10}" for k in keys)
-    return f"  {label:<46}{cells}{stats.get('n', 0):>6}"
+    return f"  {label:<50}{cells}{stats.get('n', 0):>6}"
 
 
 def _verdict(ok: bool) -> str:
@@ -662,8 +652,8 @@ def render_table(results: dict[str, Any]) -> str:
              f"SQLite {m['sqlite']}, load {m['loadavg_at_start']}, {m['platform']}"]
     s = results["status_cold"]
     lines += ["", f"1. cold status: fresh process wall time, ms (DB with {s['runs_in_db']} runs)",
-              f"  {'':<46}{'p50':>10}{'p90':>10}{'max':>10}{'n':>6}",
-              _row("baseline: python -c 'import typer, rich.console, sqlite3'", s["wall_ms"]["baseline"], ("p50", "p90", "max")),
+              f"  {'':<50}{'p50':>10}{'p90':>10}{'max':>10}{'n':>6}",
+              _row("baseline (import typer, rich.console, sqlite3)", s["wall_ms"]["baseline"], ("p50", "p90", "max")),
               _row("basis-live status", s["wall_ms"]["status"], ("p50", "p90", "max")),
               _row("basis-live status --json", s["wall_ms"]["status_json"], ("p50", "p90", "max")),
               f"  median ratio status/baseline {s['ratio_median_status_over_baseline']}x "
@@ -674,7 +664,7 @@ def render_table(results: dict[str, Any]) -> str:
               for imp in s["slowest_imports"]]
     t = results["stop_ack"]
     lines += ["", f"2. stop -> acknowledgement, ms ({t['cycles']} cycles, pure_lending at {ENGINE_SPEED:g}x)",
-              f"  {'':<46}{'p50':>10}{'p99':>10}{'max':>10}{'n':>6}",
+              f"  {'':<50}{'p50':>10}{'p99':>10}{'max':>10}{'n':>6}",
               _row("(a) `basis-live stop RUN_ID` process wall", t["ms"]["stop_command_wall"], ("p50", "p99", "max")),
               _row("(b) commands.created_at -> acked_at", t["ms"]["created_to_acked"], ("p50", "p99", "max")),
               _row("    of which created_at -> picked_at", t["ms"]["created_to_picked"], ("p50", "p99", "max")),
@@ -684,7 +674,7 @@ def render_table(results: dict[str, Any]) -> str:
     b = results["breach_halt"]
     lines += ["", f"3. breaching price -> HALTED, ms ({b['runs']} in-process btc_basis runs at {ENGINE_SPEED:g}x, "
                   f"perp +{(PERP_JUMP - 1) * 100:.0f}%)",
-              f"  {'':<46}{'p50':>10}{'p99':>10}{'max':>10}{'n':>6}",
+              f"  {'':<50}{'p50':>10}{'p99':>10}{'max':>10}{'n':>6}",
               _row("watchdog latency_ms (state.halted event)", b["ms"]["engine_latency_ms_event"], ("p50", "p99", "max")),
               _row("feed returned breach -> engine.state HALTED", b["ms"]["feed_breach_to_halted"], ("p50", "p99", "max")),
               f"  halted on: {b['halt_reasons']}; runs ended: {b['final_run_status']}; "
@@ -738,6 +728,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         results = run_benchmark(args, engines)
+    except BenchFailure as exc:
+        sys.stderr.write(f"bench_spine: setup failed: {exc}\n")
+        return 1
     finally:
         engines.end_all()
         signal.signal(signal.SIGTERM, previous)

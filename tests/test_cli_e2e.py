@@ -292,3 +292,37 @@ def test_a_paper_run_replays_the_reference_data_through_its_manifest(cli: Cli) -
     assert engine.stdout.read().splitlines()[0].startswith("PAPER TRADING on REPLAY DATA")
     final = cli.status()[0]
     assert final["sim_time"].startswith("2024-05")  # the data set starts 2024-05-12
+
+
+def test_health_reports_a_command_the_engine_never_acknowledged(cli: Cli) -> None:
+    engine = cli.start("pure_lending", "--capital", "5000", "--speed", "60")
+    run_id = cli.wait_running(engine)["run_id"]
+    engine.send_signal(signal.SIGSTOP)  # hung: the stop below is never picked up
+    try:
+        assert cli.run("stop", run_id, "--timeout", "0.5").returncode == 1
+        db = sqlite3.connect(cli.db)
+        db.execute("UPDATE commands SET created_at = '2020-01-01T00:00:00.000Z'")  # queued long ago
+        db.commit()
+        result = cli.run("health", "--max-heartbeat-age", "3600")
+        assert result.returncode == 1
+        assert f"run {run_id} (pure_lending): stop command 1 not acknowledged for" in result.stdout
+    finally:
+        engine.send_signal(signal.SIGCONT)
+    assert engine.wait(timeout=15) == 0  # once it runs again, it picks the stop up and stops
+
+
+def test_health_reports_a_strategy_loop_that_stopped_ticking(cli: Cli) -> None:
+    engine = cli.start("pure_lending", "--capital", "5000", "--speed", "60")
+    run_id = cli.wait_running(engine)["run_id"]
+    cli.run("stop", run_id)
+    engine.wait(timeout=15)
+    db = sqlite3.connect(cli.db)
+    # A run still marked running, with a live heartbeat but a last tick long ago (the engine's
+    # watchdog beats on while its strategy step is stuck): point it at this live test process.
+    db.execute("UPDATE runs SET status = 'running', pid = ?, host = NULL, pid_start = NULL, "
+               "last_heartbeat = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
+               "last_tick_at = '2020-01-01T00:00:00.000Z'", (os.getpid(),))
+    db.commit()
+    result = cli.run("health")
+    assert result.returncode == 1
+    assert f"run {run_id} (pure_lending) strategy loop stalled: last tick" in result.stdout

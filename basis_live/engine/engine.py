@@ -102,6 +102,7 @@ class EventDrivenStrategyEngine:
         self._tasks: list[asyncio.Task[Any]] = []
         self._halt_lock = asyncio.Lock()
         self.ticks = 0
+        self.last_tick_at: datetime | None = None  # wall clock, UTC
         self._skip_logged: dict[tuple[str, str, str], datetime] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -352,6 +353,7 @@ class EventDrivenStrategyEngine:
                     view = await self.refresh_view()
         self.evaluate_risk(view)
         self.record_snapshot()
+        self.last_tick_at = utc_now()
 
     # ------------------------------------------------------------------ stop paths
     def request_stop(self, reason: str, status: str = "stopped", command_id: int | None = None) -> None:

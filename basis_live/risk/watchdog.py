@@ -63,7 +63,7 @@ class RiskWatchdog:
                 await self.check()
                 self._last_eval = now
             if now - self._last_heartbeat >= self.heartbeat_every:
-                engine.store.heartbeat(engine.run_id, engine.state, engine.risk_dict())
+                engine.store.heartbeat(engine.run_id, engine.state, engine.risk_dict(), engine.last_tick_at)
                 self._last_heartbeat = now
 
     async def handle_commands(self) -> None:
@@ -85,8 +85,9 @@ class RiskWatchdog:
         engine = self.engine
         if engine.market is None or engine.state == HALTED:
             return
-        snapshot_received = engine.market.received_monotonic
         view = await engine.refresh_view(timeout=self.venue_timeout)
+        # The snapshot this evaluation used (a newer one may have arrived during the venue reads).
+        snapshot_received = view.market.received_monotonic
         report = engine.evaluate_risk(view)
         self.evaluations += 1
         current_types = {b.type for b in report.breaches}
