@@ -326,3 +326,15 @@ def test_health_reports_a_strategy_loop_that_stopped_ticking(cli: Cli) -> None:
     result = cli.run("health")
     assert result.returncode == 1
     assert f"run {run_id} (pure_lending) strategy loop stalled: last tick" in result.stdout
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_stop_the_engine_gracefully(cli: Cli, signum: int) -> None:
+    engine = cli.start("btc_basis", "--capital", "100000", "--speed", "600")
+    run_id = cli.wait_running(engine)["run_id"]
+    engine.send_signal(signum)
+    assert engine.wait(timeout=15) == 0
+    final = cli.status()[0]
+    assert final["status"] == "stopped"
+    assert final["stop_reason"] == f"{signal.Signals(signum).name} received"
+    assert json.loads(cli.run("orders", run_id, "--open", "--json").stdout) == []
