@@ -77,6 +77,58 @@ def start(
 
 
 @app.command()
+def backtest(
+    strategy: str = typer.Argument(..., help="Strategy name (see `basis-live strategies`)."),
+    capital: str = typer.Option(..., "--capital", help="Initial capital in the share class, > 0."),
+    start_date: Optional[str] = typer.Option(None, "--start", help="First instant, YYYY-MM-DD or ISO 8601 UTC (default: data start)."),
+    end_date: Optional[str] = typer.Option(None, "--end", help="Last instant (default: data end)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Replay data (manifest or directory); default the built-in sample history."),
+    scenario: Optional[str] = typer.Option(None, "--scenario", help="Sample-history scenario, e.g. crash."),
+    step: float = typer.Option(3600.0, "--step", help="Seconds of market time per tick (3600: hourly, the data cadence)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a strategy key: dotted.key=value (repeatable)."),
+    risk: List[str] = typer.Option([], "--risk", help="Override a risk limit: name=value."),
+    strategies_dir: Optional[Path] = typer.Option(None, "--strategies-dir", help="Extra directory of strategy files."),
+    as_json: bool = JsonOption,
+    db: Optional[Path] = DbOption,
+) -> None:
+    """Run a strategy over history with the same engine, modes and paper venues, far faster than
+    real time; stores the run (see `status`, `metrics`) and prints a summary.
+
+    Example: basis-live backtest btc_basis --capital 100000 --start 2024-06-01 --end 2025-06-01 --data examples/reference-data.yaml
+    """
+    from basis_live.render import BacktestProgress, render_backtest
+
+    service = _service(db, strategies_dir)
+    prepared = service.create_request(
+        strategy, capital, overrides=set_, risk_overrides=risk, feed="replay" if data else "sample", data=data,
+        scenario=scenario, backtest=True,
+    )
+    first, last = _parse_date(start_date, "--start"), _parse_date(end_date, "--end")
+    with BacktestProgress(enabled=not as_json) as progress:
+        outcome = service.run_backtest(prepared, first, last, step, progress.update)
+    if as_json:
+        _print_json({"status": outcome.status, "reason": outcome.reason, **outcome.summary})
+    else:
+        render_backtest(outcome)
+    if outcome.status == "failed":
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _parse_date(text: Optional[str], flag: str):  # type: ignore[no-untyped-def]
+    from datetime import datetime, timezone
+
+    from basis_live.errors import RequestValidationError
+
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise RequestValidationError(f"{flag} {text!r} is not a date (YYYY-MM-DD or ISO 8601)") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+@app.command()
 def status(
     run_id: Optional[str] = typer.Argument(None, help="A run id or unique prefix; all runs if omitted."),
     as_json: bool = JsonOption,

@@ -478,16 +478,21 @@ def build_run_config(
     capital: Decimal,
     feed: dict[str, Any],
     env: dict[str, str] | None = None,
+    backtest: bool = False,
 ) -> RunConfig:
+    """The run's one config. ``backtest=True`` for `basis-live backtest`, whatever
+    BASIS_EXECUTION_MODE says (a backtest never trades)."""
     environment, execution_mode = environment_from_env(env)
-    if execution_mode == "live":
+    if backtest:
+        execution_mode = "backtest"
+    elif execution_mode == "live":
         raise EngineInitError(
             "BASIS_EXECUTION_MODE=live is not supported yet: live venues (ccxt, web3) are not built; "
             "unset it to paper-trade"
         )
-    if execution_mode == "backtest":
+    elif execution_mode == "backtest":
         raise RequestValidationError(
-            "BASIS_EXECUTION_MODE=backtest: `start` paper-trades; backtesting is not supported yet"
+            "BASIS_EXECUTION_MODE=backtest: `start` paper-trades; use `basis-live backtest` for history"
         )
     if not strategy.enabled:
         raise ConfigError(f"strategy {strategy.name} is disabled (enabled: false in its file)")

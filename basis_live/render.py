@@ -185,3 +185,67 @@ def render_strategies(rows: list[dict[str, Any]]) -> None:
         origin = r["origin"] + (" (overrides shipped)" if r["shadows_shipped"] else "")
         table.add_row(r["name"], r["mode"], origin, "yes" if r["implemented"] else "not yet", r["summary"])
     console.print(table)
+
+
+class BacktestProgress:
+    """A rich progress bar over simulated time (silent when disabled or not on a terminal)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> "BacktestProgress":
+        if self.enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn("backtest {task.fields[now]}"), BarColumn(),
+                                      TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(),
+                                      console=err_console, transient=True)
+            self._progress.start()
+        return self
+
+    def update(self, first: Any, last: Any, now: Any) -> None:
+        if self._progress is None:
+            return
+        total = (last - first).total_seconds() or 1.0
+        if self._task is None:
+            self._task = self._progress.add_task("backtest", total=total, now="")
+        self._progress.update(self._task, completed=(now - first).total_seconds(), now=now.strftime("%Y-%m-%d %H:%M"))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def render_backtest(outcome: "RunOutcome") -> None:
+    s = outcome.summary
+    unit = s["share_class"]
+    console.print(f"backtest {s['run_id']} {outcome.status}: {outcome.reason}  ({s['feed']})", soft_wrap=True)
+    table = Table(show_header=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    tracked = (float(s["funding_received"]) + float(s["interest_earned"]) - float(s["fees_paid"])
+               - float(s["gas_paid"]))
+    rows = [
+        ("period", f"{s['sim_start']} .. {s['sim_time']} ({s['sim_elapsed_days']:.2f} days, {s['ticks']} ticks)"),
+        ("initial capital", f"{_money(s['initial_capital'])} {unit}"),
+        ("final equity", f"{_money(s['current_value'], 4)} {unit}"),
+        ("P&L (balances)", f"{_money(s['total_pnl'], 4)} {unit}"),
+        ("return", f"{s['return_pct']:.4f}%"),
+        ("APY", "-" if s["apy_pct"] is None else f"{s['apy_pct']:.2f}%"),
+        ("  funding", _money(s["funding_received"], 4)),
+        ("  lending interest", _money(s["interest_earned"], 4)),
+        ("  fees", _money(-float(s["fees_paid"]), 4)),
+        ("  gas", _money(-float(s["gas_paid"]), 4)),
+        ("  price, slippage and other (not yet attributed)", _money(float(s["total_pnl"]) - tracked, 4)),
+        ("max drawdown", _pct(s["max_drawdown"], 4)),
+        ("trades", str(s["total_trades"])),
+        ("min margin ratio", "-" if s["min_margin_ratio"] is None else f"{s['min_margin_ratio']:.4f}"),
+        ("min health factor", "-" if s["min_health_factor"] is None else f"{s['min_health_factor']:.4f}"),
+        ("max |net delta|", f"{_money(s['max_abs_delta'], 4)} {unit}"),
+        ("engine time", f"{s['wall_elapsed_seconds']:.2f} s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)

@@ -108,6 +108,7 @@ class LiveTradingService:
         scenario: str | None = None,
         speed: float = 1.0,
         seed: int = 7,
+        backtest: bool = False,
     ) -> PreparedRun:
         """Validate everything (LT-001 / LT-002 / LT-003) before anything is written."""
         from basis_live.config import ConfigManager, build_run_config, parse_capital
@@ -121,7 +122,7 @@ class LiveTradingService:
             raise RequestValidationError(f"unknown scenario {scenario!r}; scenarios: {', '.join(SCENARIOS)}")
         strategy = ConfigManager(self.strategies_dir).load(strategy_name, overrides, risk_overrides, share_class)
         feed_options = {"kind": feed, "data": data, "scenario": scenario, "speed": speed, "seed": seed}
-        config = build_run_config(strategy, capital, feed_options)
+        config = build_run_config(strategy, capital, feed_options, backtest=backtest)
         create_mode(config.strategy)  # LT-003 for modes that cannot trade yet
         request = {
             "strategy_name": strategy_name, "initial_capital": str(capital), "share_class": config.share_class,
@@ -174,6 +175,56 @@ class LiveTradingService:
             finally:
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(signum)
+
+        return asyncio.run(main())
+
+    def run_backtest(
+        self,
+        prepared: PreparedRun,
+        start: datetime | None,
+        end: datetime | None,
+        step_seconds: float = 3600.0,
+        progress: Callable[[datetime, datetime, datetime], None] | None = None,
+    ) -> "RunOutcome":
+        """Run the same engine, mode and paper venues over history as fast as they compute. The
+        result is a run in the store (visible to status / metrics). Start and end default to the
+        feed's range; outside it is LT-001."""
+        import asyncio
+
+        from basis_live.engine.assembly import assemble_paper_run
+        from basis_live.feeds.base import FeedError, utc
+        from basis_live.feeds.factory import open_feed
+
+        config = prepared.config
+        if step_seconds <= 0:
+            raise RequestValidationError(f"--step must be > 0 seconds, got {step_seconds:g}")
+        try:
+            feed = open_feed(config.feed.kind, config.feed.data, config.feed.scenario, config.feed.seed)
+        except FeedError as exc:
+            raise EngineInitError(f"market feed unusable: {exc}") from None
+        first = utc(start) if start is not None else feed.start
+        last = utc(end) if end is not None else feed.end
+        if last is None:
+            raise RequestValidationError("--end is required for an endless feed")
+        if first < feed.start or last > (feed.end or last) or first >= last:
+            raise RequestValidationError(
+                f"backtest range {iso(first)} .. {iso(last)} must lie within the data, {iso(feed.start)} .. "
+                f"{iso(feed.end)}, and start before it ends"
+            )
+        store = self._open(create=True)
+        assert store is not None
+        run_id = secrets.token_hex(4)
+        request = {**prepared.request, "start": iso(first), "end": iso(last), "step_seconds": step_seconds}
+
+        async def main() -> "RunOutcome":
+            run = await assemble_paper_run(run_id, config, feed, store, request, backtest_start=first)
+            try:
+                await run.engine.start()
+                report = None if progress is None else (lambda now: progress(first, last, now))
+                return await run.engine.run_backtest(run.watchdog, last, step_seconds, report)
+            except BaseException as exc:
+                store.set_run_status(run_id, "failed", f"backtest failed: {exc!r}", only_if=ACTIVE_STATUSES)
+                raise
 
         return asyncio.run(main())
 

@@ -150,6 +150,7 @@ def test_run_config_refuses_live_mode_and_disabled_strategies() -> None:
     strategy = ConfigManager().load("pure_lending")
     run = build_run_config(strategy, Decimal(1000), {"kind": "sample", "speed": 10}, env={})
     assert run.execution_mode == "paper" and run.feed.speed == 10
+    assert build_run_config(strategy, Decimal(1000), {}, env={"BASIS_EXECUTION_MODE": "live"}, backtest=True).execution_mode == "backtest"
     with pytest.raises(EngineInitError, match="not supported yet"):
         build_run_config(strategy, Decimal(1000), {}, env={"BASIS_EXECUTION_MODE": "live"})
     disabled = ConfigManager().load("pure_lending", overrides=["enabled=false"])

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from basis_live.config import RunConfig, redact_secrets
-from basis_live.engine.clock import SimClock
+from basis_live.engine.clock import SimClock, SteppedClock
 from basis_live.engine.engine import EventDrivenStrategyEngine, Reporter
 from basis_live.errors import EngineInitError
 from basis_live.feeds.base import FeedError, MarketFeed
@@ -35,11 +36,14 @@ async def assemble_paper_run(
     store: Store,
     request: dict[str, Any],
     reporter: Reporter | None = None,
+    backtest_start: datetime | None = None,
 ) -> AssembledRun:
-    """Build everything for a paper run and record the run as running (pid = this process)."""
+    """Build everything for a paper run and record the run as running (pid = this process). With
+    ``backtest_start`` the run is a backtest: a stepped clock from that instant."""
     mode = create_mode(config.strategy)
+    start = backtest_start or feed.start
     try:
-        first = await feed.snapshot_at(feed.start)
+        first = await feed.snapshot_at(start)
     except FeedError as exc:
         raise EngineInitError(f"market feed unusable: {exc}") from None
     venues, simulated = build_paper_venues(config, mode, first)
@@ -53,6 +57,6 @@ async def assemble_paper_run(
         pid=os.getpid(), host=hostname(), pid_start=process_start(os.getpid()),
         heartbeat_timeout=config.strategy.heartbeat_timeout,
     )
-    engine = EventDrivenStrategyEngine(run_id, config, feed, venues, simulated, mode, store,
-                                       SimClock(feed.start, config.feed.speed), reporter)
+    clock = SteppedClock(start) if backtest_start is not None else SimClock(start, config.feed.speed)
+    engine = EventDrivenStrategyEngine(run_id, config, feed, venues, simulated, mode, store, clock, reporter)
     return AssembledRun(engine, RiskWatchdog(engine), venues)

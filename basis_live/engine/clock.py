@@ -25,3 +25,21 @@ class SimClock:
         remaining = (sim_time - self.now()).total_seconds()
         # Always yield: a loop that is behind schedule must not starve the watchdog.
         await asyncio.sleep(max(remaining, 0.0) / self.speed)
+
+
+class SteppedClock:
+    """Backtest time: it moves only when the driver steps it, never waits for the wall clock."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = start
+        self._now = start
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, ts: datetime) -> None:
+        self._now = ts
+
+    async def sleep_until(self, sim_time: datetime) -> None:
+        self._now = max(self._now, sim_time)
+        await asyncio.sleep(0)

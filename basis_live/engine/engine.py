@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any, Callable, Protocol
 
 from basis_live.config import RunConfig
-from basis_live.engine.clock import SimClock
+from basis_live.engine.clock import SimClock, SteppedClock
 from basis_live.engine.orders import OrderManager
 from basis_live.engine.portfolio import PortfolioView, price_usdt, value_portfolio
 from basis_live.feeds.base import FeedError, MarketFeed, MarketSnapshot
@@ -68,7 +68,7 @@ class EventDrivenStrategyEngine:
         simulated: list[Simulated],
         mode: StrategyMode,
         store: Store,
-        clock: SimClock,
+        clock: SimClock | SteppedClock,
         reporter: Reporter | None = None,
     ) -> None:
         self.run_id = run_id
@@ -93,6 +93,10 @@ class EventDrivenStrategyEngine:
         self.max_drawdown = 0.0
         self.day_start_equity = config.initial_capital
         self._day = None
+        # Extremes over the run (analytics, floats): what the backtest summary reports.
+        self.min_margin_ratio: float | None = None
+        self.min_health_factor: float | None = None
+        self.max_abs_delta = Decimal(0)
         self.started_wall = time.monotonic()
         self.sim_start: datetime | None = None
         self._stop_requested = asyncio.Event()
@@ -149,6 +153,11 @@ class EventDrivenStrategyEngine:
         if view.equity > self.peak_equity:
             self.peak_equity = view.equity
         self.max_drawdown = max(self.max_drawdown, self.current_drawdown(view))
+        if view.worst_margin_ratio is not None:
+            self.min_margin_ratio = min(view.worst_margin_ratio, self.min_margin_ratio or view.worst_margin_ratio)
+        if view.health_factor is not None:
+            self.min_health_factor = min(view.health_factor, self.min_health_factor or view.health_factor)
+        self.max_abs_delta = max(self.max_abs_delta, abs(view.net_delta))
 
     def current_drawdown(self, view: PortfolioView) -> float:
         if self.peak_equity <= 0:
@@ -201,6 +210,7 @@ class EventDrivenStrategyEngine:
             "mode": self.strategy.mode,
             "share_class": self.strategy.share_class,
             "trading_state": self.state,
+            "sim_start": iso(self.sim_start),
             "sim_time": iso(sim_now),
             "sim_elapsed_days": round(elapsed_days, 6),
             "wall_elapsed_seconds": round(time.monotonic() - self.started_wall, 3),
@@ -221,6 +231,9 @@ class EventDrivenStrategyEngine:
             "gross_exposure": str(_q(view.gross_exposure)) if view else "0",
             "worst_margin_ratio": view.worst_margin_ratio if view else None,
             "health_factor": view.health_factor if view else None,
+            "min_margin_ratio": self.min_margin_ratio,
+            "min_health_factor": self.min_health_factor,
+            "max_abs_delta": str(_q(self.max_abs_delta)),
             "risk_status": self.risk.status if self.risk else "ok",
             "feed": self.feed.label,
             "ticks": self.ticks,
@@ -443,6 +456,31 @@ class EventDrivenStrategyEngine:
                 task.cancel()
             # Loops also check the stop flag; a task stuck in a hung venue call is abandoned here.
             await asyncio.wait([*self._tasks, stop_wait], timeout=2.0)
+        return await self._finish(failure)
+
+    async def run_backtest(self, watchdog: Any, end: datetime, step_seconds: float,
+                           progress: Callable[[datetime], None] | None = None) -> RunOutcome:
+        """Step the same tick and risk checks through history as fast as they compute: one strategy
+        tick and one watchdog evaluation per ``step_seconds`` of market time, from the clock's
+        start to ``end``. Policies apply exactly as in a paper run (a breach can halt it)."""
+        assert isinstance(self.clock, SteppedClock)
+        step = _seconds(step_seconds)
+        now = self.clock.now()
+        failure: BaseException | None = None
+        try:
+            while now <= end and not self._stop_requested.is_set():
+                self.clock.set(now)
+                await self.publish(await self.feed.snapshot_at(now))
+                await self.tick()
+                await watchdog.check(self.view)  # the tick just valued this very snapshot
+                if progress is not None:
+                    progress(now)
+                now += step
+            if not self._stop_requested.is_set():
+                self.request_stop(f"backtest reached {iso(end)}", status="completed")
+        except (VenueError, FeedError) as exc:
+            failure = exc
+            self.request_stop(f"backtest failed: {exc}", status="failed")
         return await self._finish(failure)
 
     async def _finish(self, failure: BaseException | None) -> RunOutcome:

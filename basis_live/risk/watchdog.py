@@ -24,6 +24,7 @@ from basis_live.engine.engine import HALTED, REDUCING
 
 if TYPE_CHECKING:
     from basis_live.engine.engine import EventDrivenStrategyEngine
+    from basis_live.engine.portfolio import PortfolioView
 
 
 class RiskWatchdog:
@@ -81,11 +82,13 @@ class RiskWatchdog:
             else:
                 engine.store.ack_command(command.id, "rejected", f"unknown command {command.kind!r}")
 
-    async def check(self) -> None:
+    async def check(self, view: "PortfolioView | None" = None) -> None:
+        """Evaluate the limits on ``view`` (a fresh valuation when None) and apply the policies."""
         engine = self.engine
         if engine.market is None or engine.state == HALTED:
             return
-        view = await engine.refresh_view(timeout=self.venue_timeout)
+        if view is None:
+            view = await engine.refresh_view(timeout=self.venue_timeout)
         # The snapshot this evaluation used (a newer one may have arrived during the venue reads).
         snapshot_received = view.market.received_monotonic
         report = engine.evaluate_risk(view)

@@ -86,7 +86,7 @@ class _PaperBase(Venue):
         self.faults = PaperFaults()
         self.market: MarketSnapshot | None = None
         self._orders: dict[str, OrderState] = {}
-        self._order_meta: dict[str, OrderRequest] = {}
+        self._resting: dict[str, OrderRequest] = {}  # open limit orders, by client order id
         self._fills: list[Fill] = []
         self._ledger: list[LedgerEntry] = []
         self._ids = itertools.count(1)
@@ -149,7 +149,8 @@ class _PaperBase(Venue):
 
     def _record(self, request: OrderRequest, state: OrderState) -> OrderState:
         self._orders[request.client_order_id] = state
-        self._order_meta[request.client_order_id] = request
+        if state.is_open:
+            self._resting[request.client_order_id] = request
         return state
 
     def _add_fill(self, request: OrderRequest, quantity: Decimal, price: Decimal, fee: Decimal, fee_asset: str) -> None:
@@ -348,10 +349,11 @@ class PaperExchange(_PaperBase):
                                                 quantity, "filled", venue_order_id, quantity, price, fee, "USDT"))
 
     def _fill_resting_orders(self) -> None:
-        for cid, order in list(self._orders.items()):
+        for cid, request in list(self._resting.items()):
+            order = self._orders[cid]
             if not order.is_open:
+                del self._resting[cid]  # cancelled or filled: nothing more to watch
                 continue
-            request = self._order_meta[cid]
             instrument = self._instruments[request.symbol]
             market = self._price(instrument)
             assert request.price is not None
