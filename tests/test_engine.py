@@ -189,3 +189,27 @@ def _ts(text: str):  # type: ignore[no-untyped-def]
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_eth_staking_only_earns_exactly_the_lst_rate_drift_in_eth(tmp_path: Path) -> None:
+    async def scenario():  # type: ignore[no-untyped-def]
+        harness = await build(tmp_path, "eth_staking_only", "10", days=30, speed=10_000_000)
+        outcome = await harness.run_until(timeout=60)
+        return harness, outcome
+
+    harness, outcome = run(scenario())
+    assert outcome.status == "completed"
+    engine = harness.engine
+    (stake,) = harness.store.list_fills("t0000001")
+    staked = Decimal(stake["quantity"])
+    rate_at_stake = Decimal(stake["price"])
+    rate_now = Decimal(repr(engine.market.lst_rate["weETH"]))
+    gas_eth = -sum((e.amount for e in harness.venues["etherfi"]._ledger if e.kind == "gas"), Decimal(0))
+    # ETH share class: idle ETH + LST x oracle rate; no base APR added on top of the rate drift.
+    expected = Decimal(10) - staked * rate_at_stake - gas_eth + staked * rate_now
+    # The venue debits ETH in wei and valuation goes through USDT and back (28 digits): 1e-15 ETH.
+    assert engine.view.equity == pytest.approx(expected, abs=Decimal("1e-15"))
+    assert engine.view.net_delta == 0  # ETH exposure in an ETH share class is not a delta
+    drift = float(rate_now / rate_at_stake) - 1
+    assert 0.001 < drift < 0.005  # a month at ~3 %/yr
+    assert float(engine.view.equity - 10) == pytest.approx(float(staked * rate_at_stake) * drift - float(gas_eth), rel=1e-9)

@@ -31,7 +31,7 @@ MODES: dict[str, ModeSpec] = {
                  "long BTC spot, short BTC perps of equal size across binance/bybit/okx"),
         ModeSpec("eth_basis", ("USDT",), "ETH", True, False, False, False, True,
                  "long ETH spot, short ETH perps of equal size across binance/bybit/okx"),
-        ModeSpec("eth_staking_only", ("ETH",), "ETH", False, False, False, True, False,
+        ModeSpec("eth_staking_only", ("ETH",), "ETH", False, False, False, True, True,
                  "all capital staked as an LST (weETH or wstETH)"),
         ModeSpec("eth_leveraged", ("ETH",), "ETH", False, True, True, True, False,
                  "LST supplied to AAVE, WETH borrowed and restaked to a target LTV"),

@@ -14,6 +14,10 @@ def create_mode(config: StrategyConfig) -> StrategyMode:
         from basis_live.modes.pure_lending import PureLending
 
         return PureLending(config)
+    if config.mode == "eth_staking_only":
+        from basis_live.modes.staking import StakingOnly
+
+        return StakingOnly(config)
     if config.mode in ("btc_basis", "eth_basis") and spec.implemented:
         from basis_live.modes.basis import BasisMode
 

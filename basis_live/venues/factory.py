@@ -12,7 +12,7 @@ from basis_live.venues.base import Venue
 from basis_live.venues.paper import FeeSchedule, PaperChain, PaperExchange, SlippageSchedule
 
 CEX_VENUES = ("binance", "bybit", "okx")
-CHAIN_VENUES = ("wallet", "aave_v3")
+CHAIN_VENUES = ("wallet", "aave_v3", "etherfi", "lido")
 
 
 def build_paper_venues(config: RunConfig, mode: StrategyMode, market: MarketSnapshot) -> tuple[dict[str, Venue], list]:
@@ -46,6 +46,10 @@ def build_paper_venues(config: RunConfig, mode: StrategyMode, market: MarketSnap
             venues["wallet"] = chain.wallet
         if "aave_v3" in enabled:
             venues["aave_v3"] = chain.aave
+        if "etherfi" in enabled:
+            venues["etherfi"] = chain.etherfi
+        if "lido" in enabled:
+            venues["lido"] = chain.lido
         simulated.append(chain)
     for venue_name, assets in mode.initial_funding(config.initial_capital, market).items():
         target = venues[venue_name]

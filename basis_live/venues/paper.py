@@ -389,11 +389,13 @@ class PaperChain:
         self.market: MarketSnapshot | None = None
         self.wallet = PaperWallet(self)
         self.aave = PaperAave(self)
+        self.etherfi = PaperStaking(self, "etherfi", "weETH")
+        self.lido = PaperStaking(self, "lido", "wstETH")
 
     def on_market(self, snapshot: MarketSnapshot) -> None:
         self.market = snapshot
-        self.wallet.market = snapshot
-        self.aave.market = snapshot
+        for venue in (self.wallet, self.aave, self.etherfi, self.lido):
+            venue.market = snapshot
 
     def fund(self, asset: str, amount: Decimal) -> None:
         self.balances[asset] = self.balances.get(asset, ZERO) + amount
@@ -412,6 +414,53 @@ class PaperChain:
         venue._ledger.append(LedgerEntry(f"{venue.name}-l{next(venue._ids)}", venue.name, "gas", asset, -amount,
                                          m.timestamp, operation))
         return amount, asset
+
+
+class PaperStaking(_PaperBase):
+    """A liquid staking protocol on the paper chain (EtherFi weETH, Lido wstETH). ``buy`` stakes ETH
+    for ``quantity`` LST at the oracle rate (ETH per LST), ``sell`` redeems LST for ETH at that
+    rate. Paper redemption is instant; on chain Lido and EtherFi withdrawals wait in a queue (the
+    live venue will model that)."""
+
+    def __init__(self, chain: PaperChain, name: str, lst: str) -> None:
+        super().__init__(name)
+        self.chain = chain
+        self.lst = lst
+        step = PaperChain.QUANTITY_STEPS[lst]
+        self._instruments = {lst: Instrument(name, lst, "stake", lst, "ETH", step, D("1e-18"), step, ZERO)}
+
+    async def instruments(self) -> dict[str, Instrument]:
+        return dict(self._instruments)
+
+    async def fetch_account(self) -> VenueAccount:
+        await self._enter()
+        return VenueAccount(self.name, {})  # LST balances sit in the wallet
+
+    def _execute(self, request: OrderRequest) -> OrderState:
+        instrument = self._instruments.get(request.symbol)
+        if instrument is None:
+            return self._reject(request, f"{self.name} stakes only {self.lst}")
+        if request.quantity <= 0 or instrument.round_quantity(request.quantity) != request.quantity:
+            return self._reject(request, f"amount {request.quantity} not a multiple of {instrument.quantity_step}")
+        assert self.market is not None
+        rate = _d(self.market.lst_rate[self.lst])
+        eth = (request.quantity * rate).quantize(PaperChain.QUANTITY_STEPS["ETH"])
+        balances = self.chain.balances
+        if request.side == "buy":
+            if balances.get("ETH", ZERO) < eth:
+                return self._reject(request, f"insufficient ETH in wallet: {balances.get('ETH', ZERO)} < {eth}")
+            balances["ETH"] -= eth
+            balances[self.lst] = balances.get(self.lst, ZERO) + request.quantity
+        else:
+            if balances.get(self.lst, ZERO) < request.quantity:
+                return self._reject(request, f"insufficient {self.lst}: {balances.get(self.lst, ZERO)} < {request.quantity}")
+            balances[self.lst] -= request.quantity
+            balances["ETH"] = balances.get("ETH", ZERO) + eth
+        self.chain.pay_gas("stake" if request.side == "buy" else "unstake", self)
+        self._add_fill(request, request.quantity, rate, ZERO, "ETH")
+        return self._record(request, OrderState(request.client_order_id, self.name, request.symbol, request.side,
+                                                request.quantity, "filled", f"0xpaper{next(self._ids):060x}",
+                                                request.quantity, rate, ZERO, "ETH"))
 
 
 class PaperWallet(_PaperBase):

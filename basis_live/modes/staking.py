@@ -1,0 +1,52 @@
+"""eth_staking_only: all capital (ETH) staked as the configured LST (weETH via EtherFi, wstETH via
+Lido). Equity is in ETH; the staking yield is the drift of the LST's oracle rate, nothing added on
+top. A small ETH reserve stays in the wallet for gas."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from basis_live.engine.portfolio import PortfolioView
+from basis_live.feeds.base import MarketSnapshot
+from basis_live.modes.base import OrderIntent, StrategyMode
+
+#: ETH kept for gas: 1 % of equity, at most 0.05 ETH.
+GAS_RESERVE_FRACTION = Decimal("0.01")
+GAS_RESERVE_CAP = Decimal("0.05")
+STAKING_VENUE = {"weETH": "etherfi", "wstETH": "lido"}
+
+
+class StakingOnly(StrategyMode):
+    name = "eth_staking_only"
+
+    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config)
+        self.lst = config.lst_type
+        self.venue = STAKING_VENUE[self.lst]
+
+    def initial_funding(self, capital: Decimal, market: MarketSnapshot) -> dict[str, dict[str, Decimal]]:
+        return {"wallet": {"ETH": capital}}
+
+    def _rate(self, view: PortfolioView) -> Decimal:
+        return Decimal(repr(view.market.lst_rate[self.lst]))
+
+    def decide(self, view: PortfolioView) -> list[OrderIntent]:
+        reserve = min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION)
+        idle = view.balance("wallet", "ETH") - reserve
+        if view.equity <= 0 or idle <= 0 or idle / view.equity <= Decimal(repr(self.config.position_deviation_threshold)):
+            return []
+        staked = view.balance("wallet", self.lst)
+        purpose = "entry_full" if staked == 0 else "entry_partial"
+        return [OrderIntent(self.venue, self.lst, "buy", idle / self._rate(view), purpose, reduces_exposure=False)]
+
+    def reduce(self, view: PortfolioView, breach_types: list[str]) -> list[OrderIntent]:
+        cap = self.config.risk.max_position_size.limit
+        staked_value = view.balance("wallet", self.lst) * self._rate(view)
+        if "max_position_size" in breach_types and cap is not None and staked_value > Decimal(repr(cap)):
+            excess = (staked_value - Decimal(repr(cap))) / self._rate(view)
+            return [OrderIntent(self.venue, self.lst, "sell", excess, "risk_reduce", True)]
+        return []
+
+    def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
+        staked = view.balance("wallet", self.lst)
+        return [[OrderIntent(self.venue, self.lst, "sell", staked, "exit_full", True)]] if staked > 0 else []
