@@ -154,7 +154,8 @@ class ExecutionConfig(StrictModel):
     )
     gas_units: dict[str, int] = Field(
         default_factory=lambda: {"supply": 250_000, "withdraw": 200_000, "borrow": 300_000,
-                                 "repay": 250_000, "stake": 150_000, "unstake": 200_000}
+                                 "repay": 250_000, "stake": 150_000, "unstake": 200_000,
+                                 "leverage": 1_250_000}
     )
 
 

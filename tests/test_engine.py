@@ -213,3 +213,71 @@ def test_eth_staking_only_earns_exactly_the_lst_rate_drift_in_eth(tmp_path: Path
     drift = float(rate_now / rate_at_stake) - 1
     assert 0.001 < drift < 0.005  # a month at ~3 %/yr
     assert float(engine.view.equity - 10) == pytest.approx(float(staked * rate_at_stake) * drift - float(gas_eth), rel=1e-9)
+
+
+def _lst_depeg(factor: float):  # type: ignore[no-untyped-def]
+    def transform(snap):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(snap, lst_rate={k: v * factor for k, v in snap.lst_rate.items()})
+
+    return transform
+
+
+def test_eth_leveraged_loops_to_target_ltv_with_the_health_factor_we_expect(tmp_path: Path) -> None:
+    async def scenario():  # type: ignore[no-untyped-def]
+        harness = await build(tmp_path, "eth_leveraged", "10", days=1)
+        await harness.engine.tick()
+        return harness
+
+    harness = run(scenario())
+    view = harness.engine.view
+    aave = harness.venues["aave_v3"]
+    rate = Decimal(repr(view.market.lst_rate["weETH"]))
+    collateral = aave.supplied("weETH") * rate
+    debt = aave.debt()
+    target = Decimal(repr(0.93 * (1 - 0.0225)))
+    assert debt / collateral == pytest.approx(target, rel=Decimal("0.02"))
+    # Health factor = collateral x liquidation threshold / debt (eMode 0.95), independent of ETH/USD.
+    assert view.health_factor == pytest.approx(float(collateral * Decimal("0.95") / debt), rel=1e-12)
+    assert view.equity == pytest.approx(Decimal(10), rel=Decimal("0.01"))  # gas is all it cost so far
+
+
+def test_an_lst_depeg_trips_the_health_factor_and_the_watchdog_delevers_above_the_floor(tmp_path: Path) -> None:
+    async def scenario():  # type: ignore[no-untyped-def]
+        # At 11x, a 3 % depeg is also a 33 % drawdown: keep that limit to a warning here.
+        harness = await build(tmp_path, "eth_leveraged", "10", days=2, speed=20_000,
+                              risk=["max_drawdown.policy=warn"])
+
+        async def depeg(h):  # type: ignore[no-untyped-def]
+            h.feed.transform = _lst_depeg(0.97)  # HF 1.045 x 0.97 = 1.014 < 1.02
+
+        outcome = await harness.run_until(lambda e: e.orders.filled_orders >= 3, depeg, timeout=60)
+        return harness, outcome
+
+    harness, outcome = run(scenario())
+    assert outcome.status == "completed"
+    engine = harness.engine
+    assert engine.state == REDUCING
+    assert engine.min_health_factor < 1.02 < engine.view.health_factor  # breached, then restored
+    assert engine.min_health_factor > 1.0  # never liquidatable
+    reduces = [o for o in harness.store.list_orders("t0000001") if o["purpose"] == "risk_reduce"]
+    assert reduces and all(o["instrument"] == "weETH-loop" and o["side"] == "sell" for o in reduces)
+    breach = harness.store.list_events("t0000001", "risk.breach.health_factor_threshold")
+    assert len(breach) == 1
+
+
+def test_emergency_unwind_of_eth_leveraged_repays_before_withdrawing_and_leaves_plain_eth(tmp_path: Path) -> None:
+    async def scenario():  # type: ignore[no-untyped-def]
+        harness = await build(tmp_path, "eth_leveraged", "10", days=1)
+        await harness.engine.tick()
+        await harness.engine.emergency_stop("drill", unwind=True)
+        return harness
+
+    harness = run(scenario())
+    aave, chain = harness.venues["aave_v3"], harness.venues["aave_v3"].chain
+    assert aave.debt() == 0 and aave.supplied("weETH") == 0
+    assert chain.balances.get("weETH", Decimal(0)) == 0
+    assert chain.balances["ETH"] == pytest.approx(Decimal(10), rel=Decimal("0.01"))
+    unwind = [o for o in harness.store.list_orders("t0000001") if o["purpose"] == "exit_full"]
+    assert [(o["venue"], o["instrument"], o["side"]) for o in unwind] == [
+        ("aave_v3", "weETH-loop", "sell"), ("aave_v3", "weETH", "sell"), ("etherfi", "weETH", "sell")]
+    assert all(o["status"] == "filled" for o in unwind)

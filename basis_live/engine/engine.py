@@ -274,10 +274,12 @@ class EventDrivenStrategyEngine:
         self.event(f"state.{state.lower()}", f"trading state {previous} -> {state}: {reason}",
                    level="warning" if state != ACTIVE else "info", data=data)
 
-    async def execute(self, intents: list[OrderIntent], *, allow_when_halted: bool = False) -> None:
-        """Send intents that the trading state allows; reducing-only while REDUCING."""
+    async def execute(self, intents: list[OrderIntent], *, allow_when_halted: bool = False) -> int:
+        """Send intents that the trading state allows; reducing-only while REDUCING. Returns how
+        many orders were sent."""
         assert self.market is not None
         execution = self.strategy.execution
+        sent = 0
         for intent in intents:
             if self.state == HALTED and not allow_when_halted:
                 self.event("order.blocked", f"{intent.purpose} {intent.side} {intent.symbol} on {intent.venue} "
@@ -302,6 +304,7 @@ class EventDrivenStrategyEngine:
                 intent.venue, intent.symbol, intent.side, intent.quantity, order_type=order_type, price=price,
                 reduce_only=intent.reduce_only, purpose=intent.purpose, mark=mark,
             )
+            sent += result.status != "skipped"
             if result.status == "skipped":
                 # A leg stuck below the venue minimum would log every tick: once per simulated hour.
                 key = (intent.venue, intent.symbol, intent.side)
@@ -310,6 +313,7 @@ class EventDrivenStrategyEngine:
                     self._skip_logged[key] = self.sim_now()
                     self.event("order.skipped", f"{intent.purpose} {intent.side} {intent.quantity:.8f} "
                                f"{intent.symbol} on {intent.venue} not sent: {result.reason}")
+        return sent
 
     def _mark(self, intent: OrderIntent) -> Decimal:
         assert self.market is not None
@@ -400,13 +404,23 @@ class EventDrivenStrategyEngine:
             # request_stop keeps the first reason; an emergency overrides a pending graceful stop.
             self._final_status, self._final_reason = "emergency_stopped", reason
 
-    async def unwind(self) -> None:
-        """Close every position back to the share class, batch by batch (safe order)."""
-        for number, batch in enumerate(self.mode.unwind(await self.refresh_view()), 1):
-            self.event("emergency.unwind", f"unwind batch {number}: " +
+    async def unwind(self, max_rounds: int = 10) -> None:
+        """Close every position back to the share class in the mode's safe order. Only the first
+        batch of the mode's plan runs each round, then the plan is made again from fresh balances, so
+        each step uses what the previous one really left (no dust from predicted amounts)."""
+        for number in range(1, max_rounds + 1):
+            plan = self.mode.unwind(await self.refresh_view())
+            if not plan:
+                break
+            batch = plan[0]
+            self.event("emergency.unwind", f"unwind step {number}: " +
                        ", ".join(f"{i.side} {i.quantity:.8f} {i.symbol}@{i.venue}" for i in batch), level="warning")
-            await self.execute(batch, allow_when_halted=True)
+            if not await self.execute(batch, allow_when_halted=True):
+                break  # only dust below the venues' minimums is left
             await self.orders.collect_fills()
+        else:
+            self.event("emergency.unwind_incomplete", f"unwind still has steps after {max_rounds} rounds",
+                       level="error")
         view = await self.refresh_view()
         self.event("emergency.unwound", f"unwind done: equity {_q(view.equity)} {self.strategy.share_class}, "
                    f"gross exposure {_q(view.gross_exposure)}", level="warning")

@@ -26,10 +26,11 @@ def price_usdt(asset: str, market: MarketSnapshot) -> Decimal:
     asset = PRICE_ALIASES.get(asset, asset)
     if asset == "USDT":
         return Decimal(1)
+    if asset in market.lst_rate:
+        # LSTs are valued through the oracle rate (what AAVE uses), never a market quote.
+        return _d(market.lst_rate[asset]) * _d(market.spot["ETH"])
     if asset in market.spot:
         return _d(market.spot[asset])
-    if asset in market.lst_rate:
-        return _d(market.lst_rate[asset]) * _d(market.spot["ETH"])
     raise KeyError(f"no price for {asset}")
 
 

@@ -33,7 +33,7 @@ MODES: dict[str, ModeSpec] = {
                  "long ETH spot, short ETH perps of equal size across binance/bybit/okx"),
         ModeSpec("eth_staking_only", ("ETH",), "ETH", False, False, False, True, True,
                  "all capital staked as an LST (weETH or wstETH)"),
-        ModeSpec("eth_leveraged", ("ETH",), "ETH", False, True, True, True, False,
+        ModeSpec("eth_leveraged", ("ETH",), "ETH", False, True, True, True, True,
                  "LST supplied to AAVE, WETH borrowed and restaked to a target LTV"),
         ModeSpec("usdt_market_neutral_no_leverage", ("USDT",), "ETH", True, False, False, True, False,
                  "half staked as LST, hedged with short ETH perps"),

@@ -18,6 +18,10 @@ def create_mode(config: StrategyConfig) -> StrategyMode:
         from basis_live.modes.staking import StakingOnly
 
         return StakingOnly(config)
+    if config.mode == "eth_leveraged":
+        from basis_live.modes.leveraged import Leveraged
+
+        return Leveraged(config)
     if config.mode in ("btc_basis", "eth_basis") and spec.implemented:
         from basis_live.modes.basis import BasisMode
 

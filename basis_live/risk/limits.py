@@ -22,7 +22,9 @@ LIMITS: dict[str, tuple[Direction, float]] = {
     "max_drawdown": ("higher_is_worse", 0.75),
     "max_position_size": ("higher_is_worse", 0.9),
     "max_daily_loss": ("higher_is_worse", 0.75),
-    "health_factor_threshold": ("lower_is_worse", 1.1),
+    # eMode targets sit close to the floor (HF ~1.045 at LTV 0.909 vs a 1.02 floor): a wide band
+    # would warn for ever.
+    "health_factor_threshold": ("lower_is_worse", 1.02),
     "margin_ratio_threshold": ("lower_is_worse", 1.25),
 }
 

@@ -25,7 +25,7 @@ from typing import Literal
 
 Side = Literal["buy", "sell"]
 OrderType = Literal["market", "limit"]
-InstrumentKind = Literal["spot", "perp", "supply", "debt", "stake"]
+InstrumentKind = Literal["spot", "perp", "supply", "debt", "stake", "loop"]
 OrderStatus = Literal["open", "partially_filled", "filled", "cancelled", "rejected"]
 OPEN_STATUSES: tuple[str, ...] = ("open", "partially_filled")
 

@@ -9,7 +9,7 @@ from basis_live.config import RunConfig
 from basis_live.feeds.base import MarketSnapshot
 from basis_live.modes.base import StrategyMode
 from basis_live.venues.base import Venue
-from basis_live.venues.paper import FeeSchedule, PaperChain, PaperExchange, SlippageSchedule
+from basis_live.venues.paper import AaveRiskParams, FeeSchedule, PaperChain, PaperExchange, SlippageSchedule
 
 CEX_VENUES = ("binance", "bybit", "okx")
 CHAIN_VENUES = ("wallet", "aave_v3", "etherfi", "lido")
@@ -41,7 +41,14 @@ def build_paper_venues(config: RunConfig, mode: StrategyMode, market: MarketSnap
             venues[name] = exchange
             simulated.append(exchange)
     if any(name in CHAIN_VENUES for name in enabled):
-        chain = PaperChain(execution.gas_units)
+        leverage = strategy.leverage
+        risk = AaveRiskParams() if leverage is None else AaveRiskParams(
+            emode=leverage.emode,
+            emode_ltv=Decimal(repr(leverage.max_ltv)) if leverage.emode else AaveRiskParams.emode_ltv,
+            emode_liquidation_threshold=Decimal(repr(leverage.liquidation_threshold)) if leverage.emode
+            else AaveRiskParams.emode_liquidation_threshold,
+        )
+        chain = PaperChain(execution.gas_units, risk)
         if "wallet" in enabled:
             venues["wallet"] = chain.wallet
         if "aave_v3" in enabled:

@@ -382,13 +382,13 @@ class PaperChain:
                       "weETH": D("0.000000000000000001"), "wstETH": D("0.000000000000000001"),
                       "ETH": D("0.000000000000000001")}
 
-    def __init__(self, gas_units: dict[str, int]) -> None:
+    def __init__(self, gas_units: dict[str, int], aave_risk: AaveRiskParams | None = None) -> None:
         self.balances: dict[str, Decimal] = {}
         self.reserves: dict[str, _Reserve] = {}
         self.gas_units = gas_units
         self.market: MarketSnapshot | None = None
         self.wallet = PaperWallet(self)
-        self.aave = PaperAave(self)
+        self.aave = PaperAave(self, aave_risk or AaveRiskParams())
         self.etherfi = PaperStaking(self, "etherfi", "weETH")
         self.lido = PaperStaking(self, "lido", "wstETH")
 
@@ -481,20 +481,51 @@ class PaperWallet(_PaperBase):
         return self._reject(request, "the wallet takes no orders")
 
 
-class PaperAave(_PaperBase):
-    """AAVE V3 on the paper chain: ``buy``/``sell`` a supply instrument (symbol = asset) supplies /
-    withdraws; on ``<asset>-debt`` they borrow / repay."""
+@dataclass(frozen=True)
+class AaveRiskParams:
+    """Collateral parameters: standard 0.80 / 0.85; the ETH-correlated eMode on Ethereum 0.93 / 0.95
+    for WETH and the LSTs (MODES.md)."""
 
-    def __init__(self, chain: PaperChain) -> None:
+    emode: bool = False
+    standard_ltv: Decimal = D("0.80")
+    standard_liquidation_threshold: Decimal = D("0.85")
+    emode_ltv: Decimal = D("0.93")
+    emode_liquidation_threshold: Decimal = D("0.95")
+
+    def for_asset(self, asset: str) -> tuple[Decimal, Decimal]:
+        if self.emode and asset in ("WETH", "weETH", "wstETH"):
+            return self.emode_ltv, self.emode_liquidation_threshold
+        return self.standard_ltv, self.standard_liquidation_threshold
+
+
+class PaperAave(_PaperBase):
+    """AAVE V3 on the paper chain.
+
+    - ``<asset>`` (supply): ``buy`` supplies from the wallet, ``sell`` withdraws (refused when the
+      health factor would drop below 1).
+    - ``WETH-debt``: ``buy`` borrows (the wallet receives ETH, as through Aave's WETH gateway),
+      ``sell`` repays with wallet ETH. A borrow beyond the collateral's max LTV is refused, as Aave's
+      COLLATERAL_CANNOT_COVER_NEW_BORROW.
+    - ``<lst>-loop`` (atomic leverage, like a flash-loan helper contract): ``buy q`` borrows q ETH,
+      stakes it and supplies the LST in one operation; ``sell q`` withdraws LST worth q ETH, redeems
+      it and repays q of debt. One gas charge of ``leverage`` units (1.25M) per call.
+    """
+
+    def __init__(self, chain: PaperChain, risk: AaveRiskParams) -> None:
         super().__init__("aave_v3")
         self.chain = chain
+        self.risk = risk
         self._instruments = {}
         for asset, step in PaperChain.QUANTITY_STEPS.items():
             if asset == "ETH":
                 continue
             self._instruments[asset] = Instrument("aave_v3", asset, "supply", asset, asset, step, D("1e-18"), step, ZERO)
-            self._instruments[f"{asset}-debt"] = Instrument("aave_v3", f"{asset}-debt", "debt", asset, asset, step,
-                                                            D("1e-18"), step, ZERO)
+        eth_step = PaperChain.QUANTITY_STEPS["ETH"]
+        self._instruments["WETH-debt"] = Instrument("aave_v3", "WETH-debt", "debt", "WETH", "WETH", eth_step,
+                                                    D("1e-18"), eth_step, ZERO)
+        for lst in ("weETH", "wstETH"):
+            self._instruments[f"{lst}-loop"] = Instrument("aave_v3", f"{lst}-loop", "loop", lst, "ETH", eth_step,
+                                                          D("1e-18"), eth_step, ZERO)
 
     def _index(self, asset: str, debt: bool = False) -> Decimal:
         m = self.market
@@ -505,6 +536,36 @@ class PaperAave(_PaperBase):
     def supplied(self, asset: str) -> Decimal:
         reserve = self.chain.reserves.get(asset)
         return reserve.scaled_supply * self._index(asset) if reserve else ZERO
+
+    def debt(self, asset: str = "WETH") -> Decimal:
+        reserve = self.chain.reserves.get(asset)
+        return reserve.scaled_debt * self._index(asset, debt=True) if reserve else ZERO
+
+    def _value_eth(self, asset: str, amount: Decimal) -> Decimal:
+        """Oracle value in ETH: LSTs through their rate, USDT through the ETH price."""
+        m = self.market
+        assert m is not None
+        if asset in ("ETH", "WETH"):
+            return amount
+        if asset in m.lst_rate:
+            return amount * _d(m.lst_rate[asset])
+        return amount * _d(m.spot[asset]) / _d(m.spot["ETH"])
+
+    def account_data(self, supply_change: tuple[str, Decimal] | None = None, debt_change: Decimal = ZERO
+                     ) -> tuple[Decimal, Decimal, Decimal]:
+        """(borrowing power, liquidation capacity, debt), in ETH, after hypothetical changes."""
+        power = capacity = ZERO
+        for asset, reserve in self.chain.reserves.items():
+            amount = reserve.scaled_supply * self._index(asset) if reserve.scaled_supply else ZERO
+            if supply_change is not None and supply_change[0] == asset:
+                amount += supply_change[1]
+            if amount <= 0:
+                continue
+            value = self._value_eth(asset, amount)
+            ltv, threshold = self.risk.for_asset(asset)
+            power += value * ltv
+            capacity += value * threshold
+        return power, capacity, self.debt() + debt_change
 
     async def instruments(self) -> dict[str, Instrument]:
         return dict(self._instruments)
@@ -529,36 +590,110 @@ class PaperAave(_PaperBase):
             return self._reject(request, f"no AAVE reserve {request.symbol}")
         if request.quantity <= 0 or instrument.round_quantity(request.quantity) != request.quantity:
             return self._reject(request, f"amount {request.quantity} not a multiple of {instrument.quantity_step}")
+        if instrument.kind == "supply":
+            return self._supply_or_withdraw(request, instrument)
+        if instrument.kind == "debt":
+            return self._borrow_or_repay(request)
+        return self._loop(request, instrument.base)
+
+    def _filled(self, request: OrderRequest, quantity: Decimal, operation: str, price: Decimal = D(1)) -> OrderState:
+        _, gas_asset = self.chain.pay_gas(operation, self)
+        self._add_fill(request, quantity, price, ZERO, request.symbol)
+        return self._record(request, OrderState(request.client_order_id, self.name, request.symbol, request.side,
+                                                quantity, "filled", f"0xpaper{next(self._ids):060x}", quantity, price,
+                                                ZERO, gas_asset))
+
+    def _supply_or_withdraw(self, request: OrderRequest, instrument: Instrument) -> OrderState:
         asset = instrument.base
         reserve = self.chain.reserves.setdefault(asset, _Reserve())
         balances = self.chain.balances
         amount = request.quantity
-        if instrument.kind == "supply":
-            index = self._index(asset)
-            if request.side == "buy":
-                operation = "supply"
-                if balances.get(asset, ZERO) < amount:
-                    return self._reject(request, f"insufficient {asset} in wallet: {balances.get(asset, ZERO)} < {amount}")
-                balances[asset] -= amount
-                reserve.scaled_supply += amount / index
-                reserve.supply_principal += amount
-            else:
-                operation = "withdraw"
-                available = reserve.scaled_supply * index
-                if amount > available:
-                    return self._reject(request, f"withdraw {amount} {asset} exceeds supplied {available}")
-                remaining = available - amount
-                if remaining <= instrument.quantity_step:
-                    # Like withdraw(type(uint256).max) on chain: take the whole balance, no dust.
-                    amount, reserve.scaled_supply, reserve.supply_principal = available, ZERO, ZERO
-                else:
-                    reserve.scaled_supply = remaining / index
-                    reserve.supply_principal = max(ZERO, reserve.supply_principal - amount)
-                balances[asset] = balances.get(asset, ZERO) + amount
+        index = self._index(asset)
+        if request.side == "buy":
+            if balances.get(asset, ZERO) < amount:
+                return self._reject(request, f"insufficient {asset} in wallet: {balances.get(asset, ZERO)} < {amount}")
+            balances[asset] -= amount
+            reserve.scaled_supply += amount / index
+            reserve.supply_principal += amount
+            return self._filled(request, amount, "supply")
+        available = reserve.scaled_supply * index
+        if amount > available:
+            return self._reject(request, f"withdraw {amount} {asset} exceeds supplied {available}")
+        whole = available - amount <= instrument.quantity_step
+        _, capacity, debt = self.account_data(supply_change=(asset, -(available if whole else amount)))
+        if debt > 0 and capacity < debt:
+            return self._reject(request, "HEALTH_FACTOR_LOWER_THAN_LIQUIDATION_THRESHOLD: withdrawal would "
+                                         f"leave health factor {capacity / debt:.4f} < 1")
+        if whole:
+            # Like withdraw(type(uint256).max) on chain: take the whole balance, no dust.
+            amount, reserve.scaled_supply, reserve.supply_principal = available, ZERO, ZERO
         else:
-            return self._reject(request, "borrowing is not supported by the paper AAVE venue yet")
-        gas, gas_asset = self.chain.pay_gas(operation, self)
-        self._add_fill(request, amount, D(1), ZERO, asset)
-        return self._record(request, OrderState(request.client_order_id, self.name, request.symbol, request.side,
-                                                amount, "filled", f"0xpaper{next(self._ids):060x}", amount, D(1),
-                                                ZERO, gas_asset, reason=None))
+            reserve.scaled_supply = (available - amount) / index
+            reserve.supply_principal = max(ZERO, reserve.supply_principal - amount)
+        balances[asset] = balances.get(asset, ZERO) + amount
+        return self._filled(request, amount, "withdraw")
+
+    def _borrow_or_repay(self, request: OrderRequest) -> OrderState:
+        reserve = self.chain.reserves.setdefault("WETH", _Reserve())
+        balances = self.chain.balances
+        amount = request.quantity
+        index = self._index("WETH", debt=True)
+        if request.side == "buy":
+            power, _, debt = self.account_data(debt_change=amount)
+            if debt > power:
+                return self._reject(request, f"COLLATERAL_CANNOT_COVER_NEW_BORROW: debt {debt:.6f} ETH would exceed "
+                                             f"borrowing power {power:.6f} ETH")
+            self._add_debt(reserve, amount, index)
+            balances["ETH"] = balances.get("ETH", ZERO) + amount
+            return self._filled(request, amount, "borrow")
+        owed = reserve.scaled_debt * index
+        amount = min(amount, owed)
+        if balances.get("ETH", ZERO) < amount:
+            return self._reject(request, f"insufficient ETH to repay: {balances.get('ETH', ZERO)} < {amount}")
+        self._repay_debt(reserve, amount, index)
+        balances["ETH"] -= amount
+        return self._filled(request, amount, "repay")
+
+    @staticmethod
+    def _add_debt(reserve: _Reserve, amount: Decimal, index: Decimal) -> None:
+        reserve.scaled_debt += amount / index
+        reserve.debt_principal += amount
+
+    @staticmethod
+    def _repay_debt(reserve: _Reserve, amount: Decimal, index: Decimal) -> None:
+        owed = reserve.scaled_debt * index
+        if owed - amount <= PaperChain.QUANTITY_STEPS["ETH"]:
+            reserve.scaled_debt, reserve.debt_principal = ZERO, ZERO
+        else:
+            reserve.scaled_debt = (owed - amount) / index
+            reserve.debt_principal = max(ZERO, reserve.debt_principal - amount)
+
+    def _loop(self, request: OrderRequest, lst: str) -> OrderState:
+        """Atomic lever-up / lever-down by ``quantity`` ETH of debt (flash-loan style)."""
+        assert self.market is not None
+        rate = _d(self.market.lst_rate[lst])
+        step = PaperChain.QUANTITY_STEPS[lst]
+        lst_amount = (request.quantity / rate).quantize(step)
+        supply = self.chain.reserves.setdefault(lst, _Reserve())
+        debt = self.chain.reserves.setdefault("WETH", _Reserve())
+        supply_index, debt_index = self._index(lst), self._index("WETH", debt=True)
+        if request.side == "buy":
+            power, _, new_debt = self.account_data(supply_change=(lst, lst_amount), debt_change=request.quantity)
+            if new_debt > power:
+                return self._reject(request, f"COLLATERAL_CANNOT_COVER_NEW_BORROW: leverage to debt {new_debt:.6f} ETH "
+                                             f"exceeds borrowing power {power:.6f} ETH")
+            supply.scaled_supply += lst_amount / supply_index
+            supply.supply_principal += lst_amount
+            self._add_debt(debt, request.quantity, debt_index)
+        else:
+            owed = debt.scaled_debt * debt_index
+            available = supply.scaled_supply * supply_index
+            if request.quantity > owed + step or lst_amount > available:
+                return self._reject(request, f"delever {request.quantity} ETH exceeds debt {owed} or collateral")
+            remaining = available - lst_amount
+            supply.scaled_supply = remaining / supply_index if remaining > step else ZERO
+            supply.supply_principal = max(ZERO, supply.supply_principal - lst_amount) if remaining > step else ZERO
+            # Redeeming the LST returns lst_amount x rate ETH: it repays the debt, dust stays in the wallet.
+            self._repay_debt(debt, min(request.quantity, owed), debt_index)
+            self.chain.balances["ETH"] = self.chain.balances.get("ETH", ZERO) + lst_amount * rate - min(request.quantity, owed)
+        return self._filled(request, request.quantity, "leverage", price=rate)

@@ -1,0 +1,99 @@
+"""eth_leveraged: the LST supplied to AAVE as collateral, WETH borrowed and restaked, to the target
+LTV = max_ltv x (1 - max_stake_spread_move) (0.909 in eMode).
+
+With equity E (ETH) at target LTV t: collateral = E / (1 - t), debt = E x t / (1 - t). Idle ETH is
+staked and supplied; the gap to the target debt is closed with the venue's atomic leverage step
+(``<lst>-loop``: borrow, stake, supply in one operation, as a flash-loan helper does on chain), in
+either direction. ``reduce`` (health factor breach) delevers to a safer LTV; ``unwind`` repays all
+debt before withdrawing any collateral, then redeems the LST to ETH.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from basis_live.engine.portfolio import PortfolioView
+from basis_live.feeds.base import MarketSnapshot
+from basis_live.modes.base import OrderIntent, StrategyMode
+from basis_live.modes.staking import GAS_RESERVE_CAP, GAS_RESERVE_FRACTION, STAKING_VENUE
+
+#: A health-factor reduce step delevers to this multiple of the configured HF floor.
+REDUCE_TO_HF_MULTIPLE = Decimal("1.03")
+
+
+class Leveraged(StrategyMode):
+    name = "eth_leveraged"
+
+    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config)
+        self.lst = config.lst_type
+        self.staking_venue = STAKING_VENUE[self.lst]
+        self.target_ltv = Decimal(repr(config.leverage.target_ltv))
+        self.liquidation_threshold = Decimal(repr(config.leverage.liquidation_threshold))
+
+    def initial_funding(self, capital: Decimal, market: MarketSnapshot) -> dict[str, dict[str, Decimal]]:
+        return {"wallet": {"ETH": capital}}
+
+    def _rate(self, view: PortfolioView) -> Decimal:
+        return Decimal(repr(view.market.lst_rate[self.lst]))
+
+    def _book(self, view: PortfolioView) -> tuple[Decimal, Decimal]:
+        """(collateral, debt) in ETH."""
+        collateral = view.position_quantity("aave_v3", self.lst) * self._rate(view)
+        return collateral, view.position_quantity("aave_v3", "WETH-debt")
+
+    def decide(self, view: PortfolioView) -> list[OrderIntent]:
+        if view.equity <= 0:
+            return []
+        threshold = Decimal(repr(self.config.position_deviation_threshold))
+        rate = self._rate(view)
+        intents: list[OrderIntent] = []
+        reserve = min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION)
+        idle = view.balance("wallet", "ETH") - reserve
+        new_collateral = Decimal(0)
+        if idle > 0 and idle / view.equity > threshold:
+            lst_amount = idle / rate
+            intents.append(OrderIntent(self.staking_venue, self.lst, "buy", lst_amount, "entry_full", False))
+            intents.append(OrderIntent("aave_v3", self.lst, "buy", lst_amount, "entry_full", False))
+            new_collateral = idle
+        wallet_lst = view.balance("wallet", self.lst)
+        if wallet_lst > 0 and wallet_lst * rate / view.equity > threshold:
+            intents.append(OrderIntent("aave_v3", self.lst, "buy", wallet_lst, "entry_partial", False))
+            new_collateral += wallet_lst * rate
+        collateral, debt = self._book(view)
+        target_debt = view.equity * self.target_ltv / (1 - self.target_ltv)
+        gap = target_debt - debt
+        if target_debt > 0 and abs(gap) / target_debt > threshold:
+            if gap > 0:
+                purpose = "entry_full" if debt == 0 else "entry_partial"
+                intents.append(OrderIntent("aave_v3", f"{self.lst}-loop", "buy", gap, purpose, False))
+            else:
+                intents.append(OrderIntent("aave_v3", f"{self.lst}-loop", "sell", -gap, "exit_partial", True))
+        return intents
+
+    def reduce(self, view: PortfolioView, breach_types: list[str]) -> list[OrderIntent]:
+        """Delever so that the health factor returns to REDUCE_TO_HF_MULTIPLE x its floor."""
+        collateral, debt = self._book(view)
+        floor = self.config.risk.health_factor_threshold.limit
+        if debt <= 0 or floor is None:
+            return []
+        safe_ltv = self.liquidation_threshold / (Decimal(repr(floor)) * REDUCE_TO_HF_MULTIPLE)
+        # Delevering q lowers collateral and debt by q: (debt - q) / (collateral - q) = safe_ltv.
+        q = (debt - safe_ltv * collateral) / (1 - safe_ltv)
+        if q <= 0:
+            return []
+        return [OrderIntent("aave_v3", f"{self.lst}-loop", "sell", min(q, debt), "risk_reduce", True)]
+
+    def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
+        _, debt = self._book(view)
+        batches: list[list[OrderIntent]] = []
+        if debt > 0:
+            batches.append([OrderIntent("aave_v3", f"{self.lst}-loop", "sell", debt, "exit_full", True)])
+        # After the repay the collateral is free: withdraw all of it, then redeem every LST.
+        supplied = view.position_quantity("aave_v3", self.lst) - (debt / self._rate(view))
+        if supplied > 0:
+            batches.append([OrderIntent("aave_v3", self.lst, "sell", supplied, "exit_full", True)])
+        lst_total = view.balance("wallet", self.lst) + max(supplied, Decimal(0))
+        if lst_total > 0:
+            batches.append([OrderIntent(self.staking_venue, self.lst, "sell", lst_total, "exit_full", True)])
+        return batches
