@@ -27,7 +27,7 @@ from basis_live.modes.catalog import MODES
 
 ShareClass = Literal["USDT", "ETH", "BTC"]
 Policy = Literal["warn", "reduce", "emergency_stop"]
-VenueName = Literal["binance", "bybit", "okx", "aave_v3", "lido", "etherfi", "wallet"]
+VenueName = Literal["binance", "bybit", "okx", "aave_v3", "lido", "etherfi", "wallet", "uniswap"]
 PERP_VENUES = ("binance", "bybit", "okx")
 Environment = Literal["dev", "staging", "prod"]
 ExecutionMode = Literal["backtest", "paper", "live"]
@@ -155,7 +155,7 @@ class ExecutionConfig(StrictModel):
     gas_units: dict[str, int] = Field(
         default_factory=lambda: {"supply": 250_000, "withdraw": 200_000, "borrow": 300_000,
                                  "repay": 250_000, "stake": 150_000, "unstake": 200_000,
-                                 "leverage": 1_250_000}
+                                 "leverage": 1_250_000, "swap": 180_000}
     )
 
 

@@ -80,3 +80,26 @@ def test_btc_basis_backtest_over_real_history_earns_funding_and_stays_hedged(cli
     assert s["max_drawdown"] < 0.05
     assert s["min_margin_ratio"] > 0.1
     assert float(s["max_abs_delta"]) < 0.02 * 100000
+
+
+@pytest.mark.parametrize("strategy", ["btc_basis", "eth_basis", "usdt_market_neutral_no_leverage"])
+def test_market_neutral_modes_stay_within_delta_tolerance_on_every_tick(cli: Cli, strategy: str) -> None:
+    import sqlite3
+
+    result = cli.run("backtest", strategy, "--capital", "100000", "--end", "2025-03-01", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "completed"
+    db = sqlite3.connect(cli.db)
+    rows = db.execute("SELECT exposures_json, positions_json FROM snapshots WHERE run_id = ? ORDER BY id",
+                      (summary["run_id"],)).fetchall()
+    assert len(rows) > 1400  # two months, hourly
+    for exposures_json, positions_json in rows[1:]:  # the first snapshot is before entry
+        exposures = json.loads(exposures_json)
+        gross, net = float(exposures["gross_exposure"]), float(exposures["net_delta"])
+        assert gross > 0
+        # delta_tolerance 0.005 of gross, plus the perp quantity step (0.001) of rounding.
+        assert abs(net) / gross <= 0.005 + 1e-4, (exposures, gross, net)
+        for position in json.loads(positions_json):
+            if position["kind"] in ("balance", "supply", "stake"):
+                assert float(position["quantity"]) >= 0, position

@@ -40,8 +40,10 @@ class BasisMode(StrategyMode):
         funding[SPOT_VENUE]["USDT"] += capital - sum(a["USDT"] for a in funding.values())
         return funding
 
-    def _leg(self, venue: str, symbol: str, current: Decimal, target: Decimal, entering: bool) -> OrderIntent | None:
-        threshold = Decimal(repr(self.config.position_deviation_threshold))
+    def _leg(self, venue: str, symbol: str, current: Decimal, target: Decimal, entering: bool,
+             threshold: Decimal | None = None) -> OrderIntent | None:
+        if threshold is None:
+            threshold = Decimal(repr(self.config.position_deviation_threshold))
         delta = target - current
         if target == 0 and current == 0:
             return None
@@ -76,9 +78,21 @@ class BasisMode(StrategyMode):
             spot_after = spot_now + (spot.quantity if spot.side == "buy" else -spot.quantity)
         # The hedge follows the spot actually held (after this tick's spot order), not the equity
         # target: a spot leg that cannot be bought in full must not leave the book net short.
+        intents.extend(self._hedge(view, spot_after, entering))
+        return intents
+
+    def _hedge(self, view: PortfolioView, long_quantity: Decimal, entering: bool) -> list[OrderIntent]:
+        """Perp shorts matching ``long_quantity`` split by allocation. A leg normally trades only
+        beyond ``position_deviation_threshold``; when the book as a whole is off by more than
+        ``delta_tolerance`` every leg is brought back to its exact target."""
+        shorts = {venue: view.position_quantity(venue, self.perp_symbol) for venue in self.allocation}
+        gross = long_quantity + sum((abs(q) for q in shorts.values()), Decimal(0))
+        net = long_quantity + sum(shorts.values(), Decimal(0))
+        off_delta = gross > 0 and abs(net) / gross > Decimal(repr(self.config.delta_tolerance))
+        threshold = Decimal(0) if off_delta else None
+        intents = []
         for venue, weight in self.allocation.items():
-            current = view.position_quantity(venue, self.perp_symbol)
-            leg = self._leg(venue, self.perp_symbol, current, -weight * spot_after, entering)
+            leg = self._leg(venue, self.perp_symbol, shorts[venue], -weight * long_quantity, entering, threshold)
             if leg is not None:
                 intents.append(leg)
         return intents

@@ -35,7 +35,7 @@ MODES: dict[str, ModeSpec] = {
                  "all capital staked as an LST (weETH or wstETH)"),
         ModeSpec("eth_leveraged", ("ETH",), "ETH", False, True, True, True, True,
                  "LST supplied to AAVE, WETH borrowed and restaked to a target LTV"),
-        ModeSpec("usdt_market_neutral_no_leverage", ("USDT",), "ETH", True, False, False, True, False,
+        ModeSpec("usdt_market_neutral_no_leverage", ("USDT",), "ETH", True, False, False, True, True,
                  "half staked as LST, hedged with short ETH perps"),
         ModeSpec("usdt_market_neutral", ("USDT",), "ETH", True, True, True, True, False,
                  "leveraged LST on AAVE, hedged with short ETH perps"),

@@ -18,6 +18,10 @@ def create_mode(config: StrategyConfig) -> StrategyMode:
         from basis_live.modes.staking import StakingOnly
 
         return StakingOnly(config)
+    if config.mode == "usdt_market_neutral_no_leverage":
+        from basis_live.modes.market_neutral import MarketNeutralStaking
+
+        return MarketNeutralStaking(config)
     if config.mode == "eth_leveraged":
         from basis_live.modes.leveraged import Leveraged
 

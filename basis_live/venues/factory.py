@@ -12,7 +12,7 @@ from basis_live.venues.base import Venue
 from basis_live.venues.paper import AaveRiskParams, FeeSchedule, PaperChain, PaperExchange, SlippageSchedule
 
 CEX_VENUES = ("binance", "bybit", "okx")
-CHAIN_VENUES = ("wallet", "aave_v3", "etherfi", "lido")
+CHAIN_VENUES = ("wallet", "aave_v3", "etherfi", "lido", "uniswap")
 
 
 def build_paper_venues(config: RunConfig, mode: StrategyMode, market: MarketSnapshot) -> tuple[dict[str, Venue], list]:
@@ -57,6 +57,8 @@ def build_paper_venues(config: RunConfig, mode: StrategyMode, market: MarketSnap
             venues["etherfi"] = chain.etherfi
         if "lido" in enabled:
             venues["lido"] = chain.lido
+        if "uniswap" in enabled:
+            venues["uniswap"] = chain.add_swap(Decimal(repr(strategy.venues["uniswap"].taker_fee)), slippage)
         simulated.append(chain)
     for venue_name, assets in mode.initial_funding(config.initial_capital, market).items():
         target = venues[venue_name]

@@ -391,11 +391,18 @@ class PaperChain:
         self.aave = PaperAave(self, aave_risk or AaveRiskParams())
         self.etherfi = PaperStaking(self, "etherfi", "weETH")
         self.lido = PaperStaking(self, "lido", "wstETH")
+        self.swap: PaperSwap | None = None
+
+    def add_swap(self, fee: Decimal, slippage: SlippageSchedule) -> "PaperSwap":
+        self.swap = PaperSwap(self, fee, slippage)
+        self.swap.market = self.market
+        return self.swap
 
     def on_market(self, snapshot: MarketSnapshot) -> None:
         self.market = snapshot
-        for venue in (self.wallet, self.aave, self.etherfi, self.lido):
-            venue.market = snapshot
+        for venue in (self.wallet, self.aave, self.etherfi, self.lido, self.swap):
+            if venue is not None:
+                venue.market = snapshot
 
     def fund(self, asset: str, amount: Decimal) -> None:
         self.balances[asset] = self.balances.get(asset, ZERO) + amount
@@ -461,6 +468,56 @@ class PaperStaking(_PaperBase):
         return self._record(request, OrderState(request.client_order_id, self.name, request.symbol, request.side,
                                                 request.quantity, "filled", f"0xpaper{next(self._ids):060x}",
                                                 request.quantity, rate, ZERO, "ETH"))
+
+
+class PaperSwap(_PaperBase):
+    """An on-chain ETH <-> USDT swap route (a Uniswap v3 pool) on the paper chain: ``buy`` ETH with
+    wallet USDT, ``sell`` ETH for USDT, at the spot price moved by the slippage bucket, less the pool
+    fee, plus gas."""
+
+    def __init__(self, chain: PaperChain, fee: Decimal, slippage: SlippageSchedule) -> None:
+        super().__init__("uniswap")
+        self.chain = chain
+        self.fee = fee
+        self.slippage = slippage
+        self._instruments = {"ETH/USDT": Instrument("uniswap", "ETH/USDT", "spot", "ETH", "USDT", D("0.000001"),
+                                                    D("0.01"), D("0.000001"), D(1))}
+
+    async def instruments(self) -> dict[str, Instrument]:
+        return dict(self._instruments)
+
+    async def fetch_account(self) -> VenueAccount:
+        await self._enter()
+        return VenueAccount(self.name, {})  # the tokens sit in the wallet
+
+    def _execute(self, request: OrderRequest) -> OrderState:
+        instrument = self._instruments.get(request.symbol)
+        if instrument is None:
+            return self._reject(request, f"no pool for {request.symbol}")
+        if request.quantity <= 0 or instrument.round_quantity(request.quantity) != request.quantity:
+            return self._reject(request, f"amount {request.quantity} not a multiple of {instrument.quantity_step}")
+        assert self.market is not None
+        mark = _d(self.market.spot["ETH"])
+        direction = 1 if request.side == "buy" else -1
+        price = instrument.round_price(mark * (1 + direction * self.slippage.bps_for(request.quantity * mark) * _BPS))
+        notional = request.quantity * price
+        fee = (notional * self.fee).quantize(D("0.000001"))
+        balances = self.chain.balances
+        if request.side == "buy":
+            if balances.get("USDT", ZERO) < notional + fee:
+                return self._reject(request, f"insufficient USDT in wallet: {balances.get('USDT', ZERO)} < {notional + fee}")
+            balances["USDT"] -= notional + fee
+            balances["ETH"] = balances.get("ETH", ZERO) + request.quantity
+        else:
+            if balances.get("ETH", ZERO) < request.quantity:
+                return self._reject(request, f"insufficient ETH in wallet: {balances.get('ETH', ZERO)} < {request.quantity}")
+            balances["ETH"] -= request.quantity
+            balances["USDT"] = balances.get("USDT", ZERO) + notional - fee
+        self.chain.pay_gas("swap", self)
+        self._add_fill(request, request.quantity, price, fee, "USDT")
+        return self._record(request, OrderState(request.client_order_id, self.name, request.symbol, request.side,
+                                                request.quantity, "filled", f"0xpaper{next(self._ids):060x}",
+                                                request.quantity, price, fee, "USDT"))
 
 
 class PaperWallet(_PaperBase):

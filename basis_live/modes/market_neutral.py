@@ -1,0 +1,97 @@
+"""usdt_market_neutral_no_leverage: ``stake_allocation_eth`` (0.5) of the USDT equity is swapped to ETH
+on chain and staked as the LST; the rest is USDT margin on the CEXs, shorting ETH perps equal to the
+ETH held (LST x oracle rate + wallet ETH), split by ``hedge_allocation``. It earns the staking yield
+plus funding while delta-neutral in USDT.
+
+The hedge follows the ETH actually held (after this tick's swap), like the basis modes' hedge
+follows the spot held. Moving capital between the chain wallet and the exchanges is not modelled
+yet: each side grows with its own P&L.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from basis_live.engine.portfolio import PortfolioView, price_usdt
+from basis_live.feeds.base import MarketSnapshot
+from basis_live.modes.base import OrderIntent
+from basis_live.modes.basis import REDUCE_FRACTION, BasisMode
+from basis_live.modes.staking import STAKING_VENUE
+
+#: Kept in the wallet for gas: USDT (1 % of equity, at most 100) and ETH (at most 0.05).
+USDT_GAS_RESERVE = Decimal(100)
+ETH_GAS_RESERVE = Decimal("0.05")
+#: Headroom on a swap's USDT cost for slippage and the pool fee.
+SWAP_HEADROOM = Decimal("1.003")
+
+
+class MarketNeutralStaking(BasisMode):
+    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config)
+        self.lst = config.lst_type
+        self.staking_venue = STAKING_VENUE[self.lst]
+        self.stake_fraction = Decimal(repr(config.stake_allocation_eth))
+
+    def initial_funding(self, capital: Decimal, market: MarketSnapshot) -> dict[str, dict[str, Decimal]]:
+        stake = capital * self.stake_fraction
+        funding = {venue: {"USDT": weight * (capital - stake)} for venue, weight in self.allocation.items()}
+        funding["wallet"] = {"USDT": stake}
+        return funding
+
+    def _eth_held(self, view: PortfolioView) -> Decimal:
+        rate = Decimal(repr(view.market.lst_rate[self.lst]))
+        return view.balance("wallet", self.lst) * rate + view.balance("wallet", "ETH")
+
+    def decide(self, view: PortfolioView) -> list[OrderIntent]:
+        if view.equity <= 0:
+            return []
+        threshold = Decimal(repr(self.config.position_deviation_threshold))
+        price = price_usdt("ETH", view.market)
+        rate = Decimal(repr(view.market.lst_rate[self.lst]))
+        intents: list[OrderIntent] = []
+        eth_after = self._eth_held(view)
+        entering = view.balance("wallet", self.lst) == 0
+        idle_usdt = view.balance("wallet", "USDT") - min(USDT_GAS_RESERVE, view.equity / 100)
+        bought = Decimal(0)
+        if idle_usdt > 0 and idle_usdt / view.equity > threshold:
+            bought = idle_usdt / (price * SWAP_HEADROOM)
+            intents.append(OrderIntent("uniswap", "ETH/USDT", "buy", bought, "entry_full" if entering else "entry_partial",
+                                       False))
+            eth_after += bought
+        idle_eth = view.balance("wallet", "ETH") + bought - ETH_GAS_RESERVE
+        if idle_eth > 0 and idle_eth * price / view.equity > threshold:
+            intents.append(OrderIntent(self.staking_venue, self.lst, "buy", idle_eth / rate,
+                                       "entry_full" if entering else "entry_partial", False))
+        intents.extend(self._hedge(view, eth_after, entering))
+        return intents
+
+    def reduce(self, view: PortfolioView, breach_types: list[str]) -> list[OrderIntent]:
+        """Cut the staked leg and its hedge by REDUCE_FRACTION together."""
+        intents = []
+        staked = view.balance("wallet", self.lst)
+        if staked > 0:
+            intents.append(OrderIntent(self.staking_venue, self.lst, "sell", staked * REDUCE_FRACTION, "risk_reduce",
+                                       True))
+        for venue in self.allocation:
+            quantity = view.position_quantity(venue, self.perp_symbol)
+            if quantity:
+                intents.append(OrderIntent(venue, self.perp_symbol, "buy" if quantity < 0 else "sell",
+                                           abs(quantity) * REDUCE_FRACTION, "risk_reduce", True, reduce_only=True))
+        return intents
+
+    def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
+        # First close the hedge and redeem the LST together (the ETH stays hedged until both are
+        # done in the same batch), then sell the ETH back to USDT.
+        first = []
+        for venue in self.allocation:
+            quantity = view.position_quantity(venue, self.perp_symbol)
+            if quantity:
+                first.append(OrderIntent(venue, self.perp_symbol, "buy" if quantity < 0 else "sell", abs(quantity),
+                                         "exit_full", True, reduce_only=True))
+        staked = view.balance("wallet", self.lst)
+        if staked > 0:
+            first.append(OrderIntent(self.staking_venue, self.lst, "sell", staked, "exit_full", True))
+        if first:
+            return [first]
+        eth = view.balance("wallet", "ETH") - ETH_GAS_RESERVE
+        return [[OrderIntent("uniswap", "ETH/USDT", "sell", eth, "exit_full", True)]] if eth > 0 else []
