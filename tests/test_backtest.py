@@ -82,7 +82,7 @@ def test_btc_basis_backtest_over_real_history_earns_funding_and_stays_hedged(cli
     assert float(s["max_abs_delta"]) < 0.02 * 100000
 
 
-@pytest.mark.parametrize("strategy", ["btc_basis", "eth_basis", "usdt_market_neutral_no_leverage"])
+@pytest.mark.parametrize("strategy", ["btc_basis", "eth_basis", "usdt_market_neutral_no_leverage", "usdt_market_neutral"])
 def test_market_neutral_modes_stay_within_delta_tolerance_on_every_tick(cli: Cli, strategy: str) -> None:
     import sqlite3
 
@@ -103,3 +103,13 @@ def test_market_neutral_modes_stay_within_delta_tolerance_on_every_tick(cli: Cli
         for position in json.loads(positions_json):
             if position["kind"] in ("balance", "supply", "stake"):
                 assert float(position["quantity"]) >= 0, position
+
+
+@pytest.mark.parametrize("strategy", ["eth_leveraged", "usdt_market_neutral"])
+def test_leveraged_modes_never_approach_liquidation_over_a_year(cli: Cli, strategy: str) -> None:
+    capital = "10" if strategy == "eth_leveraged" else "100000"
+    summary = json.loads(cli.run("backtest", strategy, "--capital", capital, "--json").stdout)
+    assert summary["status"] == "completed"
+    # Target LTV 0.909 under an eMode liquidation threshold of 0.95: HF ~1.045, floor 1.02.
+    assert 1.02 < summary["min_health_factor"] < 1.06
+    assert summary["apy_pct"] is not None and 0 < summary["apy_pct"] < 15

@@ -189,7 +189,7 @@ def _assert_refused(result, code: str, fragment: str, db: Path) -> None:  # type
          "hedge_allocation must sum to 1"),
         (["pure_lending", "--capital", "1000", "--risk", "max_drawdown=1.5"], "LT-002", "max_drawdown"),
         (["pure_lending", "--capital", "1000", "--scenario", "meteor"], "LT-001", "unknown scenario 'meteor'"),
-        (["usdt_market_neutral", "--capital", "10000"], "LT-003", "not implemented yet"),
+        (["ml_btc_directional", "--capital", "1"], "LT-003", "not implemented yet"),
         (["pure_lending", "--capital", "1000", "--speed", "0"], "LT-001", "--speed must be > 0"),
     ],
 )

@@ -37,7 +37,7 @@ MODES: dict[str, ModeSpec] = {
                  "LST supplied to AAVE, WETH borrowed and restaked to a target LTV"),
         ModeSpec("usdt_market_neutral_no_leverage", ("USDT",), "ETH", True, False, False, True, True,
                  "half staked as LST, hedged with short ETH perps"),
-        ModeSpec("usdt_market_neutral", ("USDT",), "ETH", True, True, True, True, False,
+        ModeSpec("usdt_market_neutral", ("USDT",), "ETH", True, True, True, True, True,
                  "leveraged LST on AAVE, hedged with short ETH perps"),
         ModeSpec("ml_btc_directional", ("BTC",), "BTC", True, False, False, False, False,
                  "BTC perp long/short/flat from ML signals"),

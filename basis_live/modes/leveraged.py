@@ -45,23 +45,24 @@ class Leveraged(StrategyMode):
     def decide(self, view: PortfolioView) -> list[OrderIntent]:
         if view.equity <= 0:
             return []
+        reserve = min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION)
+        return self.lever(view, view.equity, view.balance("wallet", "ETH") - reserve)
+
+    def lever(self, view: PortfolioView, equity_eth: Decimal, idle_eth: Decimal) -> list[OrderIntent]:
+        """Stake and supply ``idle_eth``, supply LST left in the wallet, and close the gap between
+        the debt and the target for ``equity_eth`` of equity on this book (all in ETH)."""
         threshold = Decimal(repr(self.config.position_deviation_threshold))
         rate = self._rate(view)
         intents: list[OrderIntent] = []
-        reserve = min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION)
-        idle = view.balance("wallet", "ETH") - reserve
-        new_collateral = Decimal(0)
-        if idle > 0 and idle / view.equity > threshold:
-            lst_amount = idle / rate
+        if idle_eth > 0 and idle_eth / equity_eth > threshold:
+            lst_amount = idle_eth / rate
             intents.append(OrderIntent(self.staking_venue, self.lst, "buy", lst_amount, "entry_full", False))
             intents.append(OrderIntent("aave_v3", self.lst, "buy", lst_amount, "entry_full", False))
-            new_collateral = idle
         wallet_lst = view.balance("wallet", self.lst)
-        if wallet_lst > 0 and wallet_lst * rate / view.equity > threshold:
+        if wallet_lst > 0 and wallet_lst * rate / equity_eth > threshold:
             intents.append(OrderIntent("aave_v3", self.lst, "buy", wallet_lst, "entry_partial", False))
-            new_collateral += wallet_lst * rate
-        collateral, debt = self._book(view)
-        target_debt = view.equity * self.target_ltv / (1 - self.target_ltv)
+        _, debt = self._book(view)
+        target_debt = equity_eth * self.target_ltv / (1 - self.target_ltv)
         gap = target_debt - debt
         if target_debt > 0 and abs(gap) / target_debt > threshold:
             if gap > 0:

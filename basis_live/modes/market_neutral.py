@@ -95,3 +95,69 @@ class MarketNeutralStaking(BasisMode):
             return [first]
         eth = view.balance("wallet", "ETH") - ETH_GAS_RESERVE
         return [[OrderIntent("uniswap", "ETH/USDT", "sell", eth, "exit_full", True)]] if eth > 0 else []
+
+
+class LeveragedMarketNeutral(MarketNeutralStaking):
+    """usdt_market_neutral: as usdt_market_neutral_no_leverage, but the staked ETH is looped on AAVE
+    to the target LTV like eth_leveraged. The perps hedge the book's net ETH: LST collateral x rate -
+    WETH debt + ETH and LST in the wallet (MODES.md's delta, debt counted as a short)."""
+
+    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config)
+        from basis_live.modes.leveraged import Leveraged
+
+        self.loop = Leveraged(config)
+
+    def _eth_held(self, view: PortfolioView) -> Decimal:
+        collateral, debt = self.loop._book(view)
+        return super()._eth_held(view) + collateral - debt
+
+    def decide(self, view: PortfolioView) -> list[OrderIntent]:
+        if view.equity <= 0:
+            return []
+        threshold = Decimal(repr(self.config.position_deviation_threshold))
+        price = price_usdt("ETH", view.market)
+        intents: list[OrderIntent] = []
+        entering = self.loop._book(view)[0] == 0
+        idle_usdt = view.balance("wallet", "USDT") - min(USDT_GAS_RESERVE, view.equity / 100)
+        bought = Decimal(0)
+        if idle_usdt > 0 and idle_usdt / view.equity > threshold:
+            bought = idle_usdt / (price * SWAP_HEADROOM)
+            intents.append(OrderIntent("uniswap", "ETH/USDT", "buy", bought, "entry_full" if entering else "entry_partial",
+                                       False))
+        eth_book = self._eth_held(view) + bought
+        idle_eth = view.balance("wallet", "ETH") + bought - ETH_GAS_RESERVE
+        if eth_book > 0:
+            intents.extend(self.loop.lever(view, eth_book, idle_eth))
+        intents.extend(self._hedge(view, eth_book, entering))
+        return intents
+
+    def reduce(self, view: PortfolioView, breach_types: list[str]) -> list[OrderIntent]:
+        """A health-factor breach delevers (like eth_leveraged); any other reduce breach cuts the
+        hedge and delevers by REDUCE_FRACTION."""
+        if "health_factor_threshold" in breach_types:
+            return self.loop.reduce(view, breach_types)
+        intents = []
+        _, debt = self.loop._book(view)
+        if debt > 0:
+            intents.append(OrderIntent("aave_v3", f"{self.lst}-loop", "sell", debt * REDUCE_FRACTION, "risk_reduce", True))
+        for venue in self.allocation:
+            quantity = view.position_quantity(venue, self.perp_symbol)
+            if quantity:
+                intents.append(OrderIntent(venue, self.perp_symbol, "buy" if quantity < 0 else "sell",
+                                           abs(quantity) * REDUCE_FRACTION, "risk_reduce", True, reduce_only=True))
+        return intents
+
+    def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
+        # Repay all debt (and close the hedge) first, then the chain-side steps of eth_leveraged,
+        # then sell the ETH back to USDT: one step per call, re-planned from fresh balances.
+        hedge = [OrderIntent(venue, self.perp_symbol, "buy" if q < 0 else "sell", abs(q), "exit_full", True,
+                             reduce_only=True)
+                 for venue in self.allocation if (q := view.position_quantity(venue, self.perp_symbol))]
+        chain = self.loop.unwind(view)
+        if chain:
+            return [hedge + chain[0], *chain[1:]]
+        if hedge:
+            return [hedge]
+        eth = view.balance("wallet", "ETH") - ETH_GAS_RESERVE
+        return [[OrderIntent("uniswap", "ETH/USDT", "sell", eth, "exit_full", True)]] if eth > 0 else []

@@ -22,6 +22,10 @@ def create_mode(config: StrategyConfig) -> StrategyMode:
         from basis_live.modes.market_neutral import MarketNeutralStaking
 
         return MarketNeutralStaking(config)
+    if config.mode == "usdt_market_neutral":
+        from basis_live.modes.market_neutral import LeveragedMarketNeutral
+
+        return LeveragedMarketNeutral(config)
     if config.mode == "eth_leveraged":
         from basis_live.modes.leveraged import Leveraged
 
