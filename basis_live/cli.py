@@ -84,7 +84,7 @@ def backtest(
     end_date: Optional[str] = typer.Option(None, "--end", help="Last instant (default: data end)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Replay data (manifest or directory); default the built-in sample history."),
     scenario: Optional[str] = typer.Option(None, "--scenario", help="Sample-history scenario, e.g. crash."),
-    step: float = typer.Option(3600.0, "--step", help="Seconds of market time per tick (3600: hourly, the data cadence)."),
+    step: Optional[float] = typer.Option(None, "--step", help="Seconds of market time per tick (default 3600, the data cadence; ML modes: one candle)."),
     set_: List[str] = typer.Option([], "--set", help="Override a strategy key: dotted.key=value (repeatable)."),
     risk: List[str] = typer.Option([], "--risk", help="Override a risk limit: name=value."),
     strategies_dir: Optional[Path] = typer.Option(None, "--strategies-dir", help="Extra directory of strategy files."),
@@ -104,6 +104,9 @@ def backtest(
         scenario=scenario, backtest=True,
     )
     first, last = _parse_date(start_date, "--start"), _parse_date(end_date, "--end")
+    ml = prepared.config.strategy.ml
+    if step is None:
+        step = float(ml.candle_seconds) if ml is not None else 3600.0
     with BacktestProgress(enabled=not as_json) as progress:
         outcome = service.run_backtest(prepared, first, last, step, progress.update)
     if as_json:

@@ -167,12 +167,14 @@ class EmergencyConfig(StrictModel):
 
 
 class MLConfig(StrictModel):
-    """ML directional modes: signals file or URL, confidence below ``signal_threshold`` means no
-    trade, one candle = ``candle_seconds``."""
+    """ML directional modes: signals from a CSV / JSONL file or an http(s) endpoint
+    (``signal_source``); confidence below ``signal_threshold`` (0.6) means no trade; a position lives
+    at most one candle of ``candle_seconds`` (300); its notional is equity x ``position_leverage`` (1)."""
 
     signal_source: str | None = None
     signal_threshold: float = Field(0.6, ge=0, le=1)
     candle_seconds: int = Field(300, gt=0)
+    position_leverage: float = Field(1.0, gt=0, le=10)
 
 
 class StrategyConfig(StrictModel):

@@ -41,7 +41,7 @@ MODES: dict[str, ModeSpec] = {
                  "leveraged LST on AAVE, hedged with short ETH perps"),
         ModeSpec("ml_btc_directional", ("BTC",), "BTC", True, False, False, False, False,
                  "BTC perp long/short/flat from ML signals"),
-        ModeSpec("ml_usdt_directional", ("USDT",), "BTC", True, False, False, False, False,
+        ModeSpec("ml_usdt_directional", ("USDT",), "BTC", True, False, False, False, True,
                  "BTC perp long/short/flat from ML signals, USDT-margined"),
     )
 }

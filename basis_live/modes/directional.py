@@ -1,0 +1,84 @@
+"""ml_usdt_directional: a BTC perp on binance long, short or flat from ML signals, USDT-margined.
+
+A signal at or above ``signal_threshold`` confidence opens a position of equity x
+``position_leverage`` in its direction; each position is closed by, in this order of precedence:
+its stop-loss price, its take-profit price, or the end of the signal's candle. A neutral signal or
+one below the threshold opens nothing. Each signal is acted on once.
+
+ml_btc_directional (BTC share class) needs BTC-margined (inverse) perps, which the paper venues do
+not have yet: it is refused.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from basis_live.engine.portfolio import PortfolioView
+from basis_live.feeds.base import MarketSnapshot
+from basis_live.modes.base import OrderIntent, StrategyMode
+from basis_live.modes.signals import Signal, SignalBook
+
+VENUE = "binance"
+
+
+class Directional(StrategyMode):
+    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config)
+        self.name = config.mode
+        self.symbol = f"{config.asset}/USDT:USDT"
+        self.ml = config.ml
+        self.book = SignalBook(config.ml.signal_source)
+        self.acted: set = set()  # signal timestamps already traded
+        self.open_signal: Signal | None = None
+
+    def initial_funding(self, capital: Decimal, market: MarketSnapshot) -> dict[str, dict[str, Decimal]]:
+        return {VENUE: {"USDT": capital}}
+
+    def _exit_reason(self, signal: Signal, mark: float, now) -> str | None:  # type: ignore[no-untyped-def]
+        long = signal.signal == "long"
+        if signal.stop_loss is not None and (mark <= signal.stop_loss if long else mark >= signal.stop_loss):
+            return "stop_loss"
+        if signal.take_profit is not None and (mark >= signal.take_profit if long else mark <= signal.take_profit):
+            return "take_profit"
+        if now >= signal.timestamp + timedelta(seconds=self.ml.candle_seconds):
+            return "end_of_candle"
+        return None
+
+    def decide(self, view: PortfolioView) -> list[OrderIntent]:
+        now = view.market.timestamp
+        mark = view.market.perp_mark[VENUE][self.config.asset]
+        position = view.position_quantity(VENUE, self.symbol)
+        if position and self.open_signal is not None:
+            if self._exit_reason(self.open_signal, mark, now) is None:
+                return []
+            self.open_signal = None
+            return [OrderIntent(VENUE, self.symbol, "sell" if position > 0 else "buy", abs(position), "exit_full", True,
+                                reduce_only=True)]
+        signal = self.book.latest(now)
+        if signal is None or signal.timestamp in self.acted:
+            return []
+        self.acted.add(signal.timestamp)
+        if signal.signal == "neutral" or signal.confidence < self.ml.signal_threshold:
+            return []
+        if self._exit_reason(signal, mark, now) is not None:
+            return []  # already stopped out, at target or past its candle
+        quantity = view.equity * Decimal(repr(self.ml.position_leverage)) / Decimal(repr(mark))
+        self.open_signal = signal
+        return [OrderIntent(VENUE, self.symbol, "buy" if signal.signal == "long" else "sell", quantity, "entry_full",
+                            False)]
+
+    def reduce(self, view: PortfolioView, breach_types: list[str]) -> list[OrderIntent]:
+        return self._close(view, "risk_reduce")
+
+    def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
+        intents = self._close(view, "exit_full")
+        return [intents] if intents else []
+
+    def _close(self, view: PortfolioView, purpose: str) -> list[OrderIntent]:
+        position = view.position_quantity(VENUE, self.symbol)
+        if not position:
+            return []
+        self.open_signal = None
+        return [OrderIntent(VENUE, self.symbol, "sell" if position > 0 else "buy", abs(position), purpose, True,  # type: ignore[arg-type]
+                            reduce_only=True)]
