@@ -225,8 +225,6 @@ def render_backtest(outcome: "RunOutcome") -> None:
     table = Table(show_header=False)
     table.add_column("figure")
     table.add_column("value", justify="right")
-    tracked = (float(s["funding_received"]) + float(s["interest_earned"]) - float(s["fees_paid"])
-               - float(s["gas_paid"]))
     rows = [
         ("period", f"{s['sim_start']} .. {s['sim_time']} ({s['sim_elapsed_days']:.2f} days, {s['ticks']} ticks)"),
         ("initial capital", f"{_money(s['initial_capital'])} {unit}"),
@@ -234,11 +232,9 @@ def render_backtest(outcome: "RunOutcome") -> None:
         ("P&L (balances)", f"{_money(s['total_pnl'], 4)} {unit}"),
         ("return", f"{s['return_pct']:.4f}%"),
         ("APY", "-" if s["apy_pct"] is None else f"{s['apy_pct']:.2f}%"),
-        ("  funding", _money(s["funding_received"], 4)),
-        ("  lending interest", _money(s["interest_earned"], 4)),
-        ("  fees", _money(-float(s["fees_paid"]), 4)),
-        ("  gas", _money(-float(s["gas_paid"]), 4)),
-        ("  price, slippage and other (not yet attributed)", _money(float(s["total_pnl"]) - tracked, 4)),
+        *((f"  {source.replace('_', ' ')}", _money(amount, 4)) for source, amount in s["pnl_by_source"].items()
+          if source != "gap"),
+        ("  attribution gap", f"{_money(s['attribution_gap'], 8)} {unit}"),
         ("max drawdown", _pct(s["max_drawdown"], 4)),
         ("trades", str(s["total_trades"])),
         ("min margin ratio", "-" if s["min_margin_ratio"] is None else f"{s['min_margin_ratio']:.4f}"),

@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any, Callable, Protocol
 
 from basis_live.config import RunConfig
+from basis_live.engine.attribution import PnLAttribution
 from basis_live.engine.clock import SimClock, SteppedClock
 from basis_live.engine.orders import OrderManager
 from basis_live.engine.portfolio import PortfolioView, price_usdt, value_portfolio
@@ -88,6 +89,9 @@ class EventDrivenStrategyEngine:
         self.risk: RiskReport | None = None
         self.orders = OrderManager(run_id, venues, store, self.sim_now,
                                    config.strategy.execution.venue_timeout_seconds, self.event)
+        self.attribution = PnLAttribution(config.strategy.share_class)
+        self.orders.on_fill = lambda fill: self.attribution.record_fill(fill, self.market)  # type: ignore[arg-type]
+        self.orders.on_ledger = self.attribution.record_ledger
         self.initial_capital = config.initial_capital
         self.peak_equity = config.initial_capital
         self.max_drawdown = 0.0
@@ -145,6 +149,14 @@ class EventDrivenStrategyEngine:
         self._track_equity(view)
         return view
 
+    async def checkpoint(self) -> PortfolioView:
+        """Collect new fills and ledger entries, revalue, and attribute P&L up to now. Called at
+        every tick and around every trade made outside one, so each interval's holdings are known."""
+        await self.orders.collect_fills()
+        view = await self.refresh_view()
+        self.attribution.step(view.accounts, view.market)
+        return view
+
     def _track_equity(self, view: PortfolioView) -> None:
         day = view.market.timestamp.date()
         if self._day != day:
@@ -199,11 +211,7 @@ class EventDrivenStrategyEngine:
         # Annualising a few hours of P&L produces absurd APYs (the old system's 1166%): only from
         # one simulated day on.
         apy = ((1 + ret) ** (365 / elapsed_days) - 1) if elapsed_days >= 1 and ret > -1 else None
-        ledger = self.orders.ledger_totals
-        gas = sum((-v * price_usdt(k.split(":")[1], self.market) for k, v in ledger.items() if k.startswith("gas:")),
-                  Decimal(0)) if self.market else Decimal(0)
-        funding = sum((v for k, v in ledger.items() if k.startswith("funding:")), Decimal(0))
-        share_price = price_usdt(self.strategy.share_class, self.market) if self.market else Decimal(1)
+        attribution = self.attribution.as_dict()
         return {
             "run_id": self.run_id,
             "strategy_name": self.strategy.name,
@@ -223,10 +231,12 @@ class EventDrivenStrategyEngine:
             "current_drawdown": round(self.current_drawdown(view), 8) if view else 0.0,
             "max_drawdown": round(self.max_drawdown, 8),
             "total_trades": self.orders.filled_orders,
-            "fees_paid": str(_q(self.orders.fees_paid / share_price)),
-            "funding_received": str(_q(funding / share_price)),
-            "interest_earned": str(_q(view.accrued_interest)) if view else "0",
-            "gas_paid": str(_q(gas / share_price)),
+            "fees_paid": str(-Decimal(attribution["fees"])),
+            "funding_received": attribution["funding"],
+            "interest_earned": attribution["lending_interest"],
+            "gas_paid": str(-Decimal(attribution["gas"])),
+            "pnl_by_source": attribution,
+            "attribution_gap": attribution["gap"],
             "net_delta": str(_q(view.net_delta)) if view else "0",
             "gross_exposure": str(_q(view.gross_exposure)) if view else "0",
             "worst_margin_ratio": view.worst_margin_ratio if view else None,
@@ -355,9 +365,8 @@ class EventDrivenStrategyEngine:
     async def tick(self) -> None:
         """One strategy step."""
         self.ticks += 1
-        await self.orders.collect_fills()
         await self.orders.cancel_stale(self.strategy.execution.order_timeout_seconds)
-        view = await self.refresh_view()
+        view = await self.checkpoint()
         if self.state != HALTED:
             if self.orders.has_unsettled():
                 # Never decide on top of orders that may still fill: first settle them.
@@ -366,8 +375,7 @@ class EventDrivenStrategyEngine:
                 intents = self.mode.decide(view)
                 if intents:
                     await self.execute(intents)
-                    await self.orders.collect_fills()
-                    view = await self.refresh_view()
+                    view = await self.checkpoint()
         self.evaluate_risk(view)
         self.record_snapshot()
         self.last_tick_at = utc_now()
@@ -396,6 +404,7 @@ class EventDrivenStrategyEngine:
                 if task.get_name() == "strategy":
                     task.cancel()
             cancelled = await self.orders.cancel_all()
+            await self.checkpoint()
             self.event("emergency.cancelled", f"emergency stop: cancelled open orders {cancelled}",
                        level="warning", data={"cancelled": cancelled, "reason": reason})
             if unwind:
@@ -409,7 +418,7 @@ class EventDrivenStrategyEngine:
         batch of the mode's plan runs each round, then the plan is made again from fresh balances, so
         each step uses what the previous one really left (no dust from predicted amounts)."""
         for number in range(1, max_rounds + 1):
-            plan = self.mode.unwind(await self.refresh_view())
+            plan = self.mode.unwind(await self.checkpoint())
             if not plan:
                 break
             batch = plan[0]
@@ -417,11 +426,10 @@ class EventDrivenStrategyEngine:
                        ", ".join(f"{i.side} {i.quantity:.8f} {i.symbol}@{i.venue}" for i in batch), level="warning")
             if not await self.execute(batch, allow_when_halted=True):
                 break  # only dust below the venues' minimums is left
-            await self.orders.collect_fills()
         else:
             self.event("emergency.unwind_incomplete", f"unwind still has steps after {max_rounds} rounds",
                        level="error")
-        view = await self.refresh_view()
+        view = await self.checkpoint()
         self.event("emergency.unwound", f"unwind done: equity {_q(view.equity)} {self.strategy.share_class}, "
                    f"gross exposure {_q(view.gross_exposure)}", level="warning")
 
@@ -438,6 +446,7 @@ class EventDrivenStrategyEngine:
         self.event("run.started", f"run {self.run_id} started: {self.strategy.name} ({self.strategy.mode}), capital "
                    f"{self.initial_capital} {self.strategy.share_class}, feed {self.feed.label}")
         view = await self.refresh_view()
+        self.attribution.start(view.accounts, view.market)
         self.evaluate_risk(view)
         self.record_snapshot()
 
@@ -504,8 +513,7 @@ class EventDrivenStrategyEngine:
             if any(cancelled.values()):
                 self.event("run.cancelled_orders", f"cancelled open orders on stop: {cancelled}")
         with contextlib.suppress(Exception):
-            await self.orders.collect_fills()
-            view = await self.refresh_view()
+            view = await self.checkpoint()
             self.evaluate_risk(view)
         self.record_snapshot()
         self.store.set_run_status(self.run_id, status, reason)

@@ -19,6 +19,8 @@ from typing import Callable
 from basis_live.store import Store
 from basis_live.venues.base import (
     AmbiguousOrderError,
+    Fill,
+    LedgerEntry,
     Instrument,
     OrderRejected,
     OrderRequest,
@@ -59,11 +61,12 @@ class OrderManager:
         self.instruments: dict[str, dict[str, Instrument]] = {}
         self._seq = itertools.count(1)
         self.failures: dict[str, int] = {name: 0 for name in venues}
-        self.fees_paid = Decimal(0)
         self.filled_orders = 0
         self._fill_cursor: dict[str, int] = {name: 0 for name in venues}
         self._ledger_cursor: dict[str, int] = {name: 0 for name in venues}
-        self.ledger_totals: dict[str, Decimal] = {}
+        # Where new fills and ledger entries go besides the store (the P&L attribution).
+        self.on_fill: Callable[[Fill], None] = lambda fill: None
+        self.on_ledger: Callable[[LedgerEntry], None] = lambda entry: None
 
     async def load_instruments(self) -> None:
         for name, venue in self.venues.items():
@@ -237,10 +240,9 @@ class OrderManager:
                     price=str(fill.price), fee=str(fill.fee), fee_asset=fill.fee_asset, sim_time=fill.timestamp,
                 ):
                     new += 1
-                    self.fees_paid += fill.fee
+                    self.on_fill(fill)
             for entry in ledger:
-                key = f"{entry.kind}:{entry.asset}"
-                self.ledger_totals[key] = self.ledger_totals.get(key, Decimal(0)) + entry.amount
+                self.on_ledger(entry)
         if new:
             counts = self.store.count_orders(self.run_id)
             self.filled_orders = counts.get("filled", 0)

@@ -57,7 +57,6 @@ class PortfolioView:
     margin_ratios: dict[str, float]  # perp venue -> (margin + uPnL) / notional
     health_factor: float | None  # None without debt
     position_values: list[dict[str, object]] = field(default_factory=list)
-    accrued_interest: Decimal = ZERO
 
     def balance(self, venue: str, asset: str) -> Decimal:
         account = self.accounts.get(venue)
@@ -97,7 +96,6 @@ def value_portfolio(
     margin_ratios: dict[str, float] = {}
     collateral_usdt = ZERO
     debt_usdt = ZERO
-    accrued = ZERO
 
     def expose(asset: str, quantity: Decimal) -> None:
         nonlocal gross_usdt
@@ -142,8 +140,6 @@ def value_portfolio(
                 equity_usdt += value
                 collateral_usdt += value
                 expose(p.base, p.quantity)
-                if p.principal is not None:
-                    accrued += (p.quantity - p.principal) * price_usdt(p.base, market)
                 position_values.append({"venue": venue, "symbol": p.symbol, "kind": p.kind,
                                         "quantity": str(p.quantity), "value": str(value / share_price)})
             elif p.kind == "debt":
@@ -172,5 +168,4 @@ def value_portfolio(
         margin_ratios=margin_ratios,
         health_factor=health_factor,
         position_values=position_values,
-        accrued_interest=accrued / share_price,
     )

@@ -120,5 +120,6 @@ class RiskWatchdog:
                     engine.event("risk.reduce", f"reducing exposure for {', '.join(reducing)}: " +
                                  ", ".join(f"{i.side} {i.quantity:.8f} {i.symbol}@{i.venue}" for i in intents),
                                  level="warning")
+                    await engine.checkpoint()  # attribute up to the moment the holdings change
                     await engine.execute(intents)
-                    await engine.orders.collect_fills()
+                    await engine.checkpoint()

@@ -1,0 +1,169 @@
+"""P&L attribution by source, each tracked from its own events, reconciled against balance P&L.
+
+Between two attribution points (strategy ticks) the holdings of the earlier point are revalued from
+the earlier market to the later one, factor by factor, so each factor's move lands in its source:
+
+- price: spot and perp marks, the ETH price behind LSTs, USDT's value in an ETH/BTC share class;
+- lending_interest: an AAVE supply's liquidityIndex; borrow_cost: the variableBorrowIndex on debt;
+- staking_yield: an LST's oracle rate (no base APR on top).
+
+Trades, funding and gas are cash events read from the fills and the venues' ledgers: fees (the fee
+of each fill), slippage (fill price against the mark at the fill), funding, gas. What the balance
+P&L moves beyond the sum of all sources is the ``gap``; it is stored and shown, and one above
+0.01 % of capital means an unmodelled flow (a bug). Decimal throughout: this is money.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from basis_live.engine.portfolio import PRICE_ALIASES, price_usdt
+from basis_live.feeds.base import MarketSnapshot
+from basis_live.venues.base import Fill, LedgerEntry, VenueAccount
+
+SOURCES = ("price", "funding", "lending_interest", "borrow_cost", "staking_yield", "fees", "slippage", "gas")
+ZERO = Decimal(0)
+
+
+def _d(value: float) -> Decimal:
+    return Decimal(repr(value))
+
+
+@dataclass(frozen=True)
+class _Holding:
+    """One line of the book: quantity x unit value, the unit value a product of named factors."""
+
+    kind: str  # balance | supply | debt | perp
+    venue: str
+    asset: str
+    quantity: Decimal  # balances and perps: units; supply/debt: scaled (divided by the index)
+    entry_price: Decimal = ZERO  # perps only
+
+
+def _factors(h: _Holding, market: MarketSnapshot) -> list[tuple[str, Decimal]]:
+    """(source, factor) pairs whose product is the holding's unit value in USDT."""
+    asset = PRICE_ALIASES.get(h.asset, h.asset)
+    if asset in market.lst_rate:
+        base = [("staking_yield", _d(market.lst_rate[asset])), ("price", _d(market.spot["ETH"]))]
+    else:
+        base = [("price", price_usdt(asset, market))]
+    if h.kind == "supply":
+        return [("lending_interest", _d(market.lending_index[h.asset]))] + base
+    if h.kind == "debt":
+        return [("borrow_cost", _d(market.borrow_index[h.asset]))] + base
+    return base
+
+
+def _holding_value(h: _Holding, market: MarketSnapshot) -> Decimal:
+    if h.kind == "perp":
+        return h.quantity * (_d(market.perp_mark[h.venue][h.asset]) - h.entry_price)
+    value = h.quantity
+    for _, factor in _factors(h, market):
+        value *= factor
+    return -value if h.kind == "debt" else value
+
+
+def holdings(accounts: dict[str, VenueAccount], market: MarketSnapshot) -> list[_Holding]:
+    book = []
+    for venue, account in accounts.items():
+        for asset, amount in account.balances.items():
+            if amount:
+                book.append(_Holding("balance", venue, asset, amount))
+        for p in account.positions:
+            if p.kind == "perp":
+                book.append(_Holding("perp", venue, p.base, p.quantity, p.entry_price or ZERO))
+            elif p.kind in ("supply", "debt"):
+                index = market.lending_index if p.kind == "supply" else market.borrow_index
+                book.append(_Holding(p.kind, venue, p.base, p.quantity / _d(index[p.base])))
+    return book
+
+
+def book_value(book: list[_Holding], market: MarketSnapshot) -> Decimal:
+    return sum((_holding_value(h, market) for h in book), ZERO)
+
+
+class PnLAttribution:
+    def __init__(self, share_class: str) -> None:
+        self.share_class = share_class
+        self.totals: dict[str, Decimal] = {source: ZERO for source in SOURCES}
+        self.gap = ZERO
+        self._book: list[_Holding] = []
+        self._market: MarketSnapshot | None = None
+        self._value_usdt = ZERO
+        self._fills: list[Fill] = []
+        self._ledger: list[LedgerEntry] = []
+        self._fill_marks: list[Decimal | None] = []
+
+    def start(self, accounts: dict[str, VenueAccount], market: MarketSnapshot) -> None:
+        self._book = holdings(accounts, market)
+        self._market = market
+        self._value_usdt = book_value(self._book, market)
+
+    def record_fill(self, fill: Fill, market: MarketSnapshot) -> None:
+        """A fill, with the mark it traded against (the market when it was collected)."""
+        self._fills.append(fill)
+        self._fill_marks.append(_mark_for(fill, market))
+
+    def record_ledger(self, entry: LedgerEntry) -> None:
+        self._ledger.append(entry)
+
+    def step(self, accounts: dict[str, VenueAccount], market: MarketSnapshot) -> None:
+        """Attribute everything between the previous point and now."""
+        if self._market is None:
+            self.start(accounts, market)
+            return
+        before, now = self._market, market
+        moves: dict[str, Decimal] = {source: ZERO for source in SOURCES}
+        for h in self._book:
+            if h.kind == "perp":
+                moves["price"] += h.quantity * (_d(now.perp_mark[h.venue][h.asset]) - _d(before.perp_mark[h.venue][h.asset]))
+                continue
+            # Move one factor at a time (old -> new), in a fixed order: the products telescope, so
+            # the parts add up exactly to the holding's change in value.
+            old = _factors(h, before)
+            new = _factors(h, now)
+            sign = -1 if h.kind == "debt" else 1
+            for i, (source, _) in enumerate(old):
+                left = [f for _, f in new[:i]]
+                right = [f for _, f in old[i + 1:]]
+                delta = new[i][1] - old[i][1]
+                part = h.quantity * delta
+                for f in (*left, *right):
+                    part *= f
+                moves[source] += sign * part
+        for fill, mark in zip(self._fills, self._fill_marks):
+            moves["fees"] -= fill.fee * price_usdt(fill.fee_asset, now) if fill.fee else ZERO
+            if mark is not None:
+                signed = fill.quantity if fill.side == "buy" else -fill.quantity
+                moves["slippage"] += (mark - fill.price) * signed
+        for entry in self._ledger:
+            value = entry.amount * price_usdt(entry.asset, now)
+            moves["funding" if entry.kind == "funding" else "gas"] += value
+        book = holdings(accounts, now)
+        value_now = book_value(book, now)
+        # Convert to the share class at today's price; the old book's USDT value also moves with
+        # the share class's own price (an ETH share class holding USDT): that is price P&L too.
+        share_before, share_now = price_usdt(self.share_class, before), price_usdt(self.share_class, now)
+        for source, amount in moves.items():
+            self.totals[source] += amount / share_now
+        self.totals["price"] += self._value_usdt * (1 / share_now - 1 / share_before)
+        change = value_now / share_now - self._value_usdt / share_before
+        self.gap += change - sum((amount / share_now for amount in moves.values()), ZERO) - \
+            self._value_usdt * (1 / share_now - 1 / share_before)
+        self._book, self._market, self._value_usdt = book, now, value_now
+        self._fills, self._fill_marks, self._ledger = [], [], []
+
+    def as_dict(self) -> dict[str, str]:
+        out = {source: str(amount.quantize(Decimal("0.00000001"))) for source, amount in self.totals.items()}
+        out["gap"] = str(self.gap.quantize(Decimal("0.00000001")))
+        return out
+
+
+def _mark_for(fill: Fill, market: MarketSnapshot) -> Decimal | None:
+    """The mark a fill traded against; None for fills that move value 1:1 (AAVE, staking)."""
+    if fill.symbol.endswith(":USDT"):
+        return _d(market.perp_mark[fill.venue][fill.symbol.split("/")[0]])
+    if "/" in fill.symbol:
+        return price_usdt(fill.symbol.split("/")[0], market)
+    return None
