@@ -261,6 +261,43 @@ def emergency_stop(
     raise typer.Exit(EXIT_FAILURE)
 
 
+def _move_capital(kind: str, run_id: str, amount: str, timeout: float, db: Optional[Path]) -> None:
+    result = _service(db).move_capital(run_id, kind, amount, timeout)
+    if result.ok:
+        typer.echo(result.message)
+        return
+    typer.echo(f"error LT-004: {result.message}", err=True)
+    raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def deposit(
+    run_id: str = typer.Argument(..., help="A run id or unique prefix."),
+    amount: str = typer.Argument(..., help="Amount in the run's share class, > 0."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the engine's answer."),
+    db: Optional[Path] = DbOption,
+) -> None:
+    """Add capital to a running strategy: counted as a flow, not P&L; the strategy scales in.
+
+    Example: basis-live deposit 3f9a2c1d 25000
+    """
+    _move_capital("deposit", run_id, amount, timeout, db)
+
+
+@app.command()
+def withdraw(
+    run_id: str = typer.Argument(..., help="A run id or unique prefix."),
+    amount: str = typer.Argument(..., help="Amount in the run's share class, > 0 and below equity."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the engine's answer."),
+    db: Optional[Path] = DbOption,
+) -> None:
+    """Take capital out of a running strategy: every position shrinks 1:1 first; a flow, not P&L.
+
+    Example: basis-live withdraw 3f9a2c1d 10000
+    """
+    _move_capital("withdraw", run_id, amount, timeout, db)
+
+
 @app.command()
 def health(
     as_json: bool = JsonOption,

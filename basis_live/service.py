@@ -25,7 +25,7 @@ from basis_live.errors import (
     StopError,
 )
 from basis_live.process import process_alive
-from basis_live.store import ACTIVE_STATUSES, RunRow, Store, default_db_path, iso, parse_iso, utc_now
+from basis_live.store import ACTIVE_STATUSES, CommandRow, RunRow, Store, default_db_path, iso, parse_iso, utc_now
 
 if TYPE_CHECKING:
     from basis_live.config import RunConfig
@@ -321,14 +321,44 @@ class LiveTradingService:
 
     # ------------------------------------------------------------------ control
     def _await_ack(self, store: Store, command_id: int, timeout: float) -> tuple[bool, str]:
+        command = self._await_command(store, command_id, timeout)
+        return (True, command.ack_message or "") if command is not None else (False, "")
+
+    def _await_command(self, store: Store, command_id: int, timeout: float) -> "CommandRow | None":
+        """The command once the engine acknowledged it, or None after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             command = store.get_command(command_id)
             if command is not None and command.acked_at is not None:
-                return True, command.ack_message or ""
+                return command
             if time.monotonic() >= deadline:
-                return False, ""
+                return None
             time.sleep(0.005)
+
+    def move_capital(self, run_id: str, kind: str, amount: str, timeout: float = 30.0) -> StopResult:
+        """Deposit into or withdraw from a running strategy through its command queue; waits for the
+        engine's answer (done, or refused with the reason)."""
+        from decimal import InvalidOperation
+
+        try:
+            value = Decimal(amount)
+        except InvalidOperation:
+            raise RequestValidationError(f"amount must be a number, got {amount!r}") from None
+        if not value.is_finite() or value <= 0:
+            raise RequestValidationError(f"amount must be > 0, got {amount}")
+        store, row = self._run(run_id)
+        if row.status != "running":
+            raise RequestValidationError(f"run {row.run_id} is {row.status}; {kind} needs a running run")
+        if process_alive(row.pid, row.host, row.pid_start) is False:
+            raise MonitoringError(f"run {row.run_id}: engine process {row.pid} is gone; nothing was moved")
+        started = time.monotonic()
+        command = self._await_command(store, store.enqueue_command(row.run_id, kind, {"amount": str(value)}), timeout)
+        elapsed = (time.monotonic() - started) * 1000
+        if command is None:
+            return StopResult(row.run_id, False, row.status, f"run {row.run_id}: no answer to the {kind} within "
+                                                             f"{timeout:g}s (it may still happen: check metrics)", elapsed)
+        return StopResult(row.run_id, command.ack_status == "done", row.status,
+                          f"run {row.run_id}: {command.ack_message}", elapsed)
 
     def stop_live_trading(self, run_id: str | None, timeout: float = 10.0) -> list[StopResult]:
         """Ask running engines to stop and wait for each acknowledgement. ``run_id=None`` stops all."""

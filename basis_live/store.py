@@ -465,6 +465,9 @@ class Store:
             (iso(utc_now()), trading_state, risk.get("status"), _dumps(risk), iso(last_tick_at), run_id),
         )
 
+    def set_net_flows(self, run_id: str, net_flows: str) -> None:
+        self.db.execute("UPDATE runs SET net_flows = ? WHERE run_id = ?", (net_flows, run_id))
+
     # ---------------------------------------------------------------- snapshots
     def record_snapshot(
         self,

@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,37 @@ def test_sigterm_and_ctrl_c_stop_the_engine_gracefully(cli: Cli, signum: int) ->
     assert final["status"] == "stopped"
     assert final["stop_reason"] == f"{signal.Signals(signum).name} received"
     assert json.loads(cli.run("orders", run_id, "--open", "--json").stdout) == []
+
+
+def test_deposits_and_withdrawals_are_flows_not_pnl(cli: Cli) -> None:
+    engine = cli.start("pure_lending", "--capital", "100000", "--speed", "600")
+    run_id = cli.wait_running(engine)["run_id"]
+    wait_for(lambda: cli.status()[0]["total_trades"] >= 1)
+    deposit = cli.run("deposit", run_id, "50000")
+    assert deposit.returncode == 0, deposit.stderr
+    assert "deposit of 50000" in deposit.stdout
+    wait_for(lambda: cli.status()[0]["total_trades"] >= 2)  # the deposit is supplied too
+    withdraw = cli.run("withdraw", run_id, "30000")
+    assert withdraw.returncode == 0, withdraw.stderr
+    metrics = json.loads(cli.run("metrics", run_id, "--json").stdout)
+    assert Decimal(metrics["net_flows"]) == Decimal(20000)
+    # Interest minus gas over minutes of simulated time: nowhere near the 20k of flows.
+    assert abs(Decimal(metrics["total_pnl"])) < Decimal(100)
+    assert Decimal(metrics["current_value"]) == pytest.approx(
+        Decimal(120000) + Decimal(metrics["total_pnl"]), abs=Decimal("1e-6"))
+    assert abs(Decimal(metrics["attribution_gap"])) < Decimal("0.01")
+    too_much = cli.run("withdraw", run_id, "1000000")
+    assert too_much.returncode == 1 and "is not below equity" in too_much.stderr
+    bad = cli.run("deposit", run_id, "lots")
+    assert bad.returncode == 2 and bad.stderr.startswith("error LT-001: amount must be a number")
+    cli.run("stop", run_id)
+
+
+def test_withdrawals_are_refused_with_a_reason_where_a_mode_cannot_unwind_them_yet(cli: Cli) -> None:
+    engine = cli.start("usdt_market_neutral_no_leverage", "--capital", "100000", "--speed", "600")
+    run_id = cli.wait_running(engine)["run_id"]
+    result = cli.run("withdraw", run_id, "1000")
+    assert result.returncode == 1
+    assert "withdrawals are not supported yet for usdt_market_neutral_no_leverage" in result.stderr
+    assert Decimal(json.loads(cli.run("metrics", run_id, "--json").stdout)["net_flows"]) == 0
+    cli.run("stop", run_id)

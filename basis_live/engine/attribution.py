@@ -100,6 +100,11 @@ class PnLAttribution:
         self._market = market
         self._value_usdt = book_value(self._book, market)
 
+    def rebase(self, accounts: dict[str, VenueAccount], market: MarketSnapshot) -> None:
+        """After a deposit or withdrawal: the new book is the baseline, the flow is not P&L. Call
+        ``step`` just before the flow so nothing earlier is lost."""
+        self.start(accounts, market)
+
     def record_fill(self, fill: Fill, market: MarketSnapshot) -> None:
         """A fill, with the mark it traded against (the market when it was collected)."""
         self._fills.append(fill)

@@ -93,6 +93,7 @@ class EventDrivenStrategyEngine:
         self.orders.on_fill = lambda fill: self.attribution.record_fill(fill, self.market)  # type: ignore[arg-type]
         self.orders.on_ledger = self.attribution.record_ledger
         self.initial_capital = config.initial_capital
+        self.net_flows = Decimal(0)  # deposits - withdrawals, share-class units: not P&L
         self.peak_equity = config.initial_capital
         self.max_drawdown = 0.0
         self.day_start_equity = config.initial_capital
@@ -204,10 +205,11 @@ class EventDrivenStrategyEngine:
     def summary(self) -> dict[str, Any]:
         view = self.view
         equity = view.equity if view is not None else self.initial_capital
-        pnl = equity - self.initial_capital
+        invested = self.initial_capital + self.net_flows
+        pnl = equity - invested
         sim_now = self.sim_now()
         elapsed_days = (sim_now - self.sim_start).total_seconds() / 86400 if self.sim_start else 0.0
-        ret = float(pnl / self.initial_capital)
+        ret = float(pnl / invested) if invested > 0 else 0.0
         # Annualising a few hours of P&L produces absurd APYs (the old system's 1166%): only from
         # one simulated day on.
         apy = ((1 + ret) ** (365 / elapsed_days) - 1) if elapsed_days >= 1 and ret > -1 else None
@@ -223,6 +225,7 @@ class EventDrivenStrategyEngine:
             "sim_elapsed_days": round(elapsed_days, 6),
             "wall_elapsed_seconds": round(time.monotonic() - self.started_wall, 3),
             "initial_capital": str(self.initial_capital),
+            "net_flows": str(self.net_flows),
             "current_value": str(_q(equity)),
             "total_pnl": str(_q(pnl)),
             "return_pct": round(ret * 100, 6),
@@ -379,6 +382,45 @@ class EventDrivenStrategyEngine:
         self.evaluate_risk(view)
         self.record_snapshot()
         self.last_tick_at = utc_now()
+
+    # ------------------------------------------------------------------ deposits and withdrawals
+    async def move_capital(self, kind: str, amount: Decimal) -> str:
+        """A deposit (scaled in by the next ticks, sized from equity) or a withdrawal (every position
+        shrunk by amount / equity first, then the cash released). Flows are not P&L: peak and
+        day-start equity move with them and the attribution is re-based. Paper venues only: on live
+        venues the operator moves the money."""
+        from basis_live.venues.factory import move_paper_funds
+
+        assert self.market is not None
+        if self.state == HALTED:
+            raise ValueError("trading is HALTED")
+        view = await self.checkpoint()
+        if kind == "withdraw":
+            if amount >= view.equity:
+                raise ValueError(f"withdrawal {amount} is not below equity {_q(view.equity)}; use emergency-stop --unwind")
+            intents = self.mode.free_for_withdrawal(view, amount / view.equity)
+            if intents is None:
+                raise ValueError(f"withdrawals are not supported yet for {self.strategy.mode}")
+            await self.execute(intents, allow_when_halted=False)
+            view = await self.checkpoint()
+        plan = self.mode.initial_funding(amount, self.market)
+        if kind == "withdraw":
+            # Take what the plan asks for, never more than a balance holds (fees and slippage of the
+            # freeing trades can leave a little less).
+            plan = {v: {a: min(q, view.balance(v, a)) for a, q in assets.items()} for v, assets in plan.items()}
+        moved = sum((q for assets in plan.values() for q in assets.values()), Decimal(0))
+        move_paper_funds(self.venues, plan, sign=1 if kind == "deposit" else -1)
+        signed = moved if kind == "deposit" else -moved
+        self.net_flows += signed
+        self.peak_equity += signed
+        self.day_start_equity += signed
+        self.store.set_net_flows(self.run_id, str(self.net_flows))
+        view = await self.refresh_view()
+        self.attribution.rebase(view.accounts, view.market)
+        message = f"{kind} of {_q(moved)} {self.strategy.share_class} done; equity {_q(view.equity)}"
+        self.event(f"flow.{kind}", message, data={"amount": str(moved)})
+        self.record_snapshot()
+        return message
 
     # ------------------------------------------------------------------ stop paths
     def request_stop(self, reason: str, status: str = "stopped", command_id: int | None = None) -> None:

@@ -58,5 +58,11 @@ class StrategyMode(abc.ABC):
         """Batches that close everything back to the share class, in a safe order (each batch
         completes before the next starts, e.g. repay before withdraw)."""
 
+    def free_for_withdrawal(self, view: PortfolioView, fraction: Decimal) -> list[OrderIntent] | None:
+        """Intents that shrink every position by ``fraction`` so that a withdrawal of that share of
+        equity leaves in the places ``initial_funding`` puts deposits. None: the mode cannot do it
+        yet (the withdrawal is refused)."""
+        return None
+
     def venues_used(self) -> list[str]:
         return [name for name, venue in self.config.venues.items() if venue.enabled]

@@ -115,6 +115,20 @@ class BasisMode(StrategyMode):
                                            abs(quantity) * fraction, "risk_reduce", True, reduce_only=True))
         return intents
 
+    def free_for_withdrawal(self, view: PortfolioView, fraction: Decimal) -> list[OrderIntent] | None:
+        """Sell ``fraction`` of the spot and buy back the same fraction of every short: the freed
+        USDT sits where a deposit would put it (spot budget on binance, margin on each venue)."""
+        intents = []
+        spot_now = view.balance(SPOT_VENUE, self.asset)
+        if spot_now > 0:
+            intents.append(OrderIntent(SPOT_VENUE, self.spot_symbol, "sell", spot_now * fraction, "exit_partial", True))
+        for venue in self.allocation:
+            quantity = view.position_quantity(venue, self.perp_symbol)
+            if quantity:
+                intents.append(OrderIntent(venue, self.perp_symbol, "buy" if quantity < 0 else "sell",
+                                           abs(quantity) * fraction, "exit_partial", True, reduce_only=True))
+        return intents
+
     def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
         # Both legs in one batch: closing one side first would leave the book naked in between.
         batch = []

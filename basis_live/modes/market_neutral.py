@@ -65,6 +65,9 @@ class MarketNeutralStaking(BasisMode):
         intents.extend(self._hedge(view, eth_after, entering))
         return intents
 
+    def free_for_withdrawal(self, view: PortfolioView, fraction: Decimal) -> list[OrderIntent] | None:
+        return None  # needs LST -> ETH -> USDT and CEX -> wallet moves: not supported yet
+
     def reduce(self, view: PortfolioView, breach_types: list[str]) -> list[OrderIntent]:
         """Cut the staked leg and its hedge by REDUCE_FRACTION together."""
         intents = []

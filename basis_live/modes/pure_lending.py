@@ -48,3 +48,10 @@ class PureLending(StrategyMode):
         if supplied <= 0:
             return []
         return [[OrderIntent("aave_v3", "USDT", "sell", supplied, "exit_full", reduces_exposure=True)]]
+
+    def free_for_withdrawal(self, view: PortfolioView, fraction: Decimal) -> list[OrderIntent] | None:
+        supplied = view.position_quantity("aave_v3", "USDT")
+        amount = view.equity * fraction - max(view.balance("wallet", "USDT") - self._reserve(view.equity), Decimal(0))
+        if amount <= 0 or supplied <= 0:
+            return []
+        return [OrderIntent("aave_v3", "USDT", "sell", min(amount, supplied), "exit_partial", reduces_exposure=True)]

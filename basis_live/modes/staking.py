@@ -50,3 +50,10 @@ class StakingOnly(StrategyMode):
     def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
         staked = view.balance("wallet", self.lst)
         return [[OrderIntent(self.venue, self.lst, "sell", staked, "exit_full", True)]] if staked > 0 else []
+
+    def free_for_withdrawal(self, view: PortfolioView, fraction: Decimal) -> list[OrderIntent] | None:
+        staked = view.balance("wallet", self.lst)
+        needed = view.equity * fraction - max(view.balance("wallet", "ETH") - GAS_RESERVE_CAP, Decimal(0))
+        if needed <= 0 or staked <= 0:
+            return []
+        return [OrderIntent(self.venue, self.lst, "sell", min(needed / self._rate(view), staked), "exit_partial", True)]

@@ -79,6 +79,16 @@ class RiskWatchdog:
                 engine.event("command.emergency_stop", f"emergency stop requested: {reason}"
                              f"{' (with unwind)' if unwind else ''}", level="warning")
                 await engine.emergency_stop(reason, unwind, command_id=command.id)
+            elif command.kind in ("deposit", "withdraw"):
+                from decimal import Decimal
+
+                try:
+                    message = await engine.move_capital(command.kind, Decimal(command.args["amount"]))
+                except ValueError as exc:
+                    engine.event(f"flow.{command.kind}_refused", f"{command.kind} refused: {exc}", level="warning")
+                    engine.store.ack_command(command.id, "rejected", f"{command.kind} refused: {exc}")
+                else:
+                    engine.store.ack_command(command.id, "done", message)
             else:
                 engine.store.ack_command(command.id, "rejected", f"unknown command {command.kind!r}")
 

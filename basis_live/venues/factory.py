@@ -60,11 +60,17 @@ def build_paper_venues(config: RunConfig, mode: StrategyMode, market: MarketSnap
         if "uniswap" in enabled:
             venues["uniswap"] = chain.add_swap(Decimal(repr(strategy.venues["uniswap"].taker_fee)), slippage)
         simulated.append(chain)
-    for venue_name, assets in mode.initial_funding(config.initial_capital, market).items():
+    move_paper_funds(venues, mode.initial_funding(config.initial_capital, market))
+    return venues, simulated
+
+
+def move_paper_funds(venues: dict[str, Venue], plan: dict[str, dict[str, Decimal]], sign: int = 1) -> None:
+    """Credit (sign 1) or debit (sign -1) paper accounts: venue -> asset -> amount. On live venues the
+    operator moves the money; the engine only accounts for it."""
+    for venue_name, assets in plan.items():
         target = venues[venue_name]
         for asset, amount in assets.items():
             if isinstance(target, PaperExchange):
-                target.fund(asset, amount)
+                target.fund(asset, sign * amount)
             else:
-                target.chain.fund(asset, amount)  # type: ignore[attr-defined]
-    return venues, simulated
+                target.chain.fund(asset, sign * amount)  # type: ignore[attr-defined]
