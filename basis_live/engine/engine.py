@@ -87,8 +87,12 @@ class EventDrivenStrategyEngine:
         self.market_event = asyncio.Event()
         self.view: PortfolioView | None = None
         self.risk: RiskReport | None = None
+        # A backtest's venues are in-process simulations on a stepped clock: venue calls need no
+        # wall-clock bound and run one after another (no tasks, no timers: most of a tick's cost).
+        self.backtest = isinstance(clock, SteppedClock)
         self.orders = OrderManager(run_id, venues, store, self.sim_now,
-                                   config.strategy.execution.venue_timeout_seconds, self.event)
+                                   None if self.backtest else config.strategy.execution.venue_timeout_seconds,
+                                   self.event)
         self.attribution = PnLAttribution(config.strategy.share_class)
         self.orders.on_fill = lambda fill: self.attribution.record_fill(fill, self.market)  # type: ignore[arg-type]
         self.orders.on_ledger = self.attribution.record_ledger
@@ -126,7 +130,7 @@ class EventDrivenStrategyEngine:
     async def fetch_accounts(self, timeout: float | None = None) -> dict[str, VenueAccount]:
         """Every venue's account, in parallel; a venue that fails or times out keeps its last
         known account (so valuation never stops) and counts a failure."""
-        timeout = timeout or self.strategy.execution.venue_timeout_seconds
+        timeout = None if self.backtest else (timeout or self.strategy.execution.venue_timeout_seconds)
         previous = self.view.accounts if self.view is not None else {}
 
         async def one(name: str, venue: Venue) -> tuple[str, VenueAccount]:
@@ -139,6 +143,8 @@ class EventDrivenStrategyEngine:
                 self.orders.failures[name] += 1
                 return name, previous.get(name, VenueAccount(name))
 
+        if self.backtest:
+            return dict([await one(n, v) for n, v in self.venues.items()])
         return dict(await asyncio.gather(*(one(n, v) for n, v in self.venues.items())))
 
     async def refresh_view(self, timeout: float | None = None) -> PortfolioView:

@@ -49,7 +49,7 @@ class OrderManager:
         venues: dict[str, Venue],
         store: Store,
         now: Callable[[], datetime],
-        call_timeout: float,
+        call_timeout: float | None,
         event: Callable[..., None],
     ) -> None:
         self.run_id = run_id
