@@ -103,41 +103,32 @@ class BasisMode(StrategyMode):
         cap = self.config.risk.max_position_size.limit
         if "max_position_size" in breach_types and cap is not None and view.largest_position > 0:
             fraction = max(fraction, 1 - Decimal(repr(cap)) / view.largest_position)
-        fraction = min(fraction, Decimal(1))
-        intents = []
-        spot_now = view.balance(SPOT_VENUE, self.asset)
-        if spot_now > 0:
-            intents.append(OrderIntent(SPOT_VENUE, self.spot_symbol, "sell", spot_now * fraction, "risk_reduce", True))
-        for venue in self.allocation:
-            quantity = view.position_quantity(venue, self.perp_symbol)
-            if quantity:
-                intents.append(OrderIntent(venue, self.perp_symbol, "buy" if quantity < 0 else "sell",
-                                           abs(quantity) * fraction, "risk_reduce", True, reduce_only=True))
-        return intents
+        return self._shrink(view, min(fraction, Decimal(1)), "risk_reduce")
 
     def free_for_withdrawal(self, view: PortfolioView, fraction: Decimal) -> list[OrderIntent] | None:
         """Sell ``fraction`` of the spot and buy back the same fraction of every short: the freed
         USDT sits where a deposit would put it (spot budget on binance, margin on each venue)."""
-        intents = []
+        return self._shrink(view, fraction, "exit_partial")
+
+    def _shrink(self, view: PortfolioView, fraction: Decimal, purpose: str) -> list[OrderIntent]:
+        """Close ``fraction`` of the spot leg and of every perp leg together (the hedge stays matched)."""
+        intents = self._cover_perps(view, fraction, purpose)
         spot_now = view.balance(SPOT_VENUE, self.asset)
         if spot_now > 0:
-            intents.append(OrderIntent(SPOT_VENUE, self.spot_symbol, "sell", spot_now * fraction, "exit_partial", True))
+            intents.append(OrderIntent(SPOT_VENUE, self.spot_symbol, "sell", spot_now * fraction, purpose, True))  # type: ignore[arg-type]
+        return intents
+
+    def _cover_perps(self, view: PortfolioView, fraction: Decimal, purpose: str) -> list[OrderIntent]:
+        """Reduce-only orders closing ``fraction`` of every perp leg."""
+        intents = []
         for venue in self.allocation:
             quantity = view.position_quantity(venue, self.perp_symbol)
             if quantity:
                 intents.append(OrderIntent(venue, self.perp_symbol, "buy" if quantity < 0 else "sell",
-                                           abs(quantity) * fraction, "exit_partial", True, reduce_only=True))
+                                           abs(quantity) * fraction, purpose, True, reduce_only=True))  # type: ignore[arg-type]
         return intents
 
     def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
         # Both legs in one batch: closing one side first would leave the book naked in between.
-        batch = []
-        for venue in self.allocation:
-            quantity = view.position_quantity(venue, self.perp_symbol)
-            if quantity:
-                batch.append(OrderIntent(venue, self.perp_symbol, "buy" if quantity < 0 else "sell", abs(quantity),
-                                         "exit_full", True, reduce_only=True))
-        spot_now = view.balance(SPOT_VENUE, self.asset)
-        if spot_now > 0:
-            batch.append(OrderIntent(SPOT_VENUE, self.spot_symbol, "sell", spot_now, "exit_full", True))
+        batch = self._shrink(view, Decimal(1), "exit_full")
         return [batch] if batch else []

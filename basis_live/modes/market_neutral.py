@@ -75,22 +75,14 @@ class MarketNeutralStaking(BasisMode):
         if staked > 0:
             intents.append(OrderIntent(self.staking_venue, self.lst, "sell", staked * REDUCE_FRACTION, "risk_reduce",
                                        True))
-        for venue in self.allocation:
-            quantity = view.position_quantity(venue, self.perp_symbol)
-            if quantity:
-                intents.append(OrderIntent(venue, self.perp_symbol, "buy" if quantity < 0 else "sell",
-                                           abs(quantity) * REDUCE_FRACTION, "risk_reduce", True, reduce_only=True))
+        intents.extend(self._cover_perps(view, REDUCE_FRACTION, "risk_reduce"))
         return intents
 
     def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
         # First close the hedge and redeem the LST together (the ETH stays hedged until both are
         # done in the same batch), then sell the ETH back to USDT.
         first = []
-        for venue in self.allocation:
-            quantity = view.position_quantity(venue, self.perp_symbol)
-            if quantity:
-                first.append(OrderIntent(venue, self.perp_symbol, "buy" if quantity < 0 else "sell", abs(quantity),
-                                         "exit_full", True, reduce_only=True))
+        first.extend(self._cover_perps(view, Decimal(1), "exit_full"))
         staked = view.balance("wallet", self.lst)
         if staked > 0:
             first.append(OrderIntent(self.staking_venue, self.lst, "sell", staked, "exit_full", True))
@@ -144,19 +136,13 @@ class LeveragedMarketNeutral(MarketNeutralStaking):
         _, debt = self.loop._book(view)
         if debt > 0:
             intents.append(OrderIntent("aave_v3", f"{self.lst}-loop", "sell", debt * REDUCE_FRACTION, "risk_reduce", True))
-        for venue in self.allocation:
-            quantity = view.position_quantity(venue, self.perp_symbol)
-            if quantity:
-                intents.append(OrderIntent(venue, self.perp_symbol, "buy" if quantity < 0 else "sell",
-                                           abs(quantity) * REDUCE_FRACTION, "risk_reduce", True, reduce_only=True))
+        intents.extend(self._cover_perps(view, REDUCE_FRACTION, "risk_reduce"))
         return intents
 
     def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
         # Repay all debt (and close the hedge) first, then the chain-side steps of eth_leveraged,
         # then sell the ETH back to USDT: one step per call, re-planned from fresh balances.
-        hedge = [OrderIntent(venue, self.perp_symbol, "buy" if q < 0 else "sell", abs(q), "exit_full", True,
-                             reduce_only=True)
-                 for venue in self.allocation if (q := view.position_quantity(venue, self.perp_symbol))]
+        hedge = self._cover_perps(view, Decimal(1), "exit_full")
         chain = self.loop.unwind(view)
         if chain:
             return [hedge + chain[0], *chain[1:]]
