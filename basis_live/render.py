@@ -120,17 +120,19 @@ def render_status(rows: list[dict[str, Any]]) -> None:
     if not rows:
         console.print("no runs")
         return
-    table = Table(title="basis-live runs")
-    for column in ("run", "strategy", "status", "state", "equity", "P&L", "drawdown", "trades", "heartbeat", "pid"):
-        table.add_column(column)
+    table = Table(title="basis-live runs", box=None, pad_edge=False)
+    for column, justify in (("run", "left"), ("strategy", "left"), ("status", "left"), ("equity", "right"),
+                            ("P&L", "right"), ("dd", "right"), ("trades", "right"), ("beat", "right"), ("pid", "right")):
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for r in rows:
-        alive = r["process_alive"]
-        pid = f"{r['pid']}" + ("" if alive or r["status"] not in ("running", "stopping") else " (dead)")
+        active = r["status"] in ("running", "stopping")
+        status = r["status"] if r["trading_state"] == "ACTIVE" else f"{r['status']} {r['trading_state']}"
+        if active and r["process_alive"] is False:
+            status += " (dead)"
         age = r["heartbeat_age_seconds"]
-        table.add_row(r["run_id"], r["strategy_name"], r["status"], r["trading_state"],
-                      f"{_money(r['current_value'])} {r['share_class']}", _money(r["total_pnl"]),
-                      _pct(r["current_drawdown"]), str(r["total_trades"]),
-                      "-" if age is None else f"{age:.0f}s ago", pid)
+        table.add_row(r["run_id"], r["strategy_name"], status, f"{_money(r['current_value'])} {r['share_class']}",
+                      _money(r["total_pnl"]), _pct(r["current_drawdown"]), str(r["total_trades"]),
+                      f"{age:.0f}s" if active and age is not None else "-", str(r["pid"]) if active else "-")
     console.print(table)
 
 
