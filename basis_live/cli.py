@@ -360,24 +360,37 @@ def validate(
     strategy: str = typer.Argument(..., help="Strategy name."),
     set_: List[str] = typer.Option([], "--set", help="Override: dotted.key=value (repeatable)."),
     risk: List[str] = typer.Option([], "--risk", help="Risk limit override: name=value."),
+    env: Optional[str] = typer.Option(None, "--env", help="Also validate the live clients for dev, staging or prod."),
     strategies_dir: Optional[Path] = typer.Option(None, "--strategies-dir", help="Extra directory searched first."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Check a strategy file (with overrides) and print the resolved configuration.
+    """Check a strategy file (with overrides); with --env, also check every client the mode needs:
+    endpoint matches the environment, reachable, credentials authenticate, rate-limit headroom.
+    Exit 1 if any client check fails.
 
-    Example: basis-live validate btc_basis --set execution.perp_leverage=2
+    Example: basis-live validate btc_basis --env dev
     """
     from basis_live.config import ConfigManager
     from basis_live.modes.catalog import MODES
 
     config = ConfigManager(strategies_dir).load(strategy, set_, risk)
     data = config.model_dump(mode="json")
+    checks = _service(None, strategies_dir).validate_clients(strategy, env, set_) if env else []
+    failed = any(not c["ok"] for c in checks)
     if as_json:
-        _print_json({"valid": True, "implemented": MODES[config.mode].implemented, "config": data})
-        return
-    note = "" if MODES[config.mode].implemented else " (mode not implemented yet: start will refuse it)"
-    typer.echo(f"ok: {strategy} is valid{note}")
-    typer.echo(json.dumps(data, indent=2))
+        _print_json({"valid": True, "implemented": MODES[config.mode].implemented, "config": data,
+                     "environment": env, "clients": checks, "clients_ok": not failed})
+    else:
+        note = "" if MODES[config.mode].implemented else " (mode not implemented yet: start will refuse it)"
+        typer.echo(f"ok: {strategy} is valid{note}")
+        if checks:
+            from basis_live.render import render_client_checks
+
+            render_client_checks(env or "", checks)
+        else:
+            typer.echo(json.dumps(data, indent=2))
+    if failed:
+        raise typer.Exit(EXIT_FAILURE)
 
 
 def _is_usage_error(exc: BaseException) -> bool:

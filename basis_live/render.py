@@ -247,3 +247,12 @@ def render_backtest(outcome: "RunOutcome") -> None:
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+
+
+def render_client_checks(environment: str, checks: list[dict[str, Any]]) -> None:
+    table = Table(title=f"clients for {environment}")
+    for column in ("client", "check", "result", "detail"):
+        table.add_column(column)
+    for c in checks:
+        table.add_row(c["client"], c["check"], "[green]ok[/]" if c["ok"] else "[bold red]FAIL[/]", c["detail"])
+    console.print(table)

@@ -228,6 +228,33 @@ class LiveTradingService:
 
         return asyncio.run(main())
 
+    def validate_clients(self, strategy_name: str, environment: str, overrides: list[str] | None = None
+                         ) -> list[dict[str, Any]]:
+        """The seed's client validation: for every client the mode needs, the endpoint matches the
+        environment, it is reachable, the credentials authenticate (a private read) and there is
+        rate-limit headroom. On-chain clients cannot be checked yet and are reported as failures."""
+        import asyncio
+
+        from basis_live.config import ConfigManager
+        from basis_live.venues.cex_clients import CEX_VENUES, ClientCheck, api_url_override, validate_cex_client
+
+        if environment not in ("dev", "staging", "prod"):
+            raise RequestValidationError(f"--env {environment!r} is not one of dev, staging, prod")
+        strategy = ConfigManager(self.strategies_dir).load(strategy_name, overrides)
+        enabled = [name for name, venue in strategy.venues.items() if venue.enabled]
+
+        async def run_all() -> list[ClientCheck]:
+            jobs = [validate_cex_client(name, environment,
+                                        api_url_override(environment, name, strategy.venues[name].api_url))
+                    for name in enabled if name in CEX_VENUES]
+            results = [check for checks in await asyncio.gather(*jobs) for check in checks]
+            results += [ClientCheck(name, "client", False, "on-chain clients cannot be validated yet (live web3 "
+                                                            "venues are not wired in)")
+                        for name in enabled if name not in CEX_VENUES]
+            return results
+
+        return [check.__dict__ for check in asyncio.run(run_all())]
+
     # ------------------------------------------------------------------ reads
     def _status_row(self, row: RunRow, now: datetime) -> dict[str, Any]:
         heartbeat = parse_iso(row.last_heartbeat)
