@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable, Protocol
 
@@ -483,12 +483,11 @@ class EventDrivenStrategyEngine:
 
     # ------------------------------------------------------------------ run
     async def start(self) -> None:
-        """Load instruments, take the first snapshot, fund paper accounts."""
-        try:
-            snapshot = await self.feed.snapshot_at(self.clock.now())
-        except FeedError as exc:
-            raise exc
-        await self.publish(snapshot)
+        """Take the first snapshot, load instruments, value the funded accounts, baseline the
+        attribution and write the first snapshot."""
+        await self.publish(await self.feed.snapshot_at(self.clock.now()))
+        snapshot = self.market
+        assert snapshot is not None
         self.sim_start = snapshot.timestamp
         await self.orders.load_instruments()
         self.event("run.started", f"run {self.run_id} started: {self.strategy.name} ({self.strategy.mode}), capital "
@@ -587,7 +586,5 @@ def _q(value: Decimal) -> Decimal:
     return value.quantize(Decimal("0.00000001"))
 
 
-def _seconds(seconds: float):  # type: ignore[no-untyped-def]
-    from datetime import timedelta
-
+def _seconds(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
