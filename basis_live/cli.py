@@ -45,7 +45,7 @@ def start(
     share_class: Optional[str] = typer.Option(None, "--share-class", help="USDT, ETH or BTC (must suit the mode)."),
     set_: List[str] = typer.Option([], "--set", help="Override a strategy key: dotted.key=value (repeatable)."),
     risk: List[str] = typer.Option([], "--risk", help="Override a risk limit: name=value or name.policy=warn|reduce|emergency_stop."),
-    feed: str = typer.Option("sample", "--feed", help="Market data: sample (built in, offline) or replay (--data)."),
+    feed: str = typer.Option("sample", "--feed", help="Market data: sample (built in, offline), replay (--data) or live (public exchange data, real time)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Replay data: a manifest file or a directory with manifest.yaml."),
     scenario: Optional[str] = typer.Option(None, "--scenario", help="Sample-feed scenario, e.g. crash or squeeze."),
     speed: float = typer.Option(1.0, "--speed", help="Simulated seconds per wall second (3600 = an hour a second)."),

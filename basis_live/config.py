@@ -252,7 +252,7 @@ class FeedConfig(StrictModel):
     """Where market data come from: ``sample`` (built in, synthetic, offline) or ``replay`` (a data
     directory with a manifest). ``speed`` is simulated seconds per wall second (1 = real time)."""
 
-    kind: Literal["sample", "replay"] = "sample"
+    kind: Literal["sample", "replay", "live"] = "sample"
     data: Path | None = None
     scenario: str | None = None
     seed: int = 7
@@ -266,6 +266,8 @@ class FeedConfig(StrictModel):
             raise ValueError("--data is only used with --feed replay")
         if self.kind == "replay" and self.scenario is not None:
             raise ValueError("--scenario is only used with --feed sample")
+        if self.kind == "live" and (self.data is not None or self.scenario is not None or self.speed != 1):
+            raise ValueError("--feed live runs in real time on the exchanges' data: no --data, --scenario or --speed")
         return self
 
 

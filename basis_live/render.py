@@ -43,7 +43,8 @@ class LiveView:
 
     def __enter__(self) -> "LiveView":
         feed = self.config.feed
-        source = "SAMPLE DATA (built-in synthetic feed)" if feed.kind == "sample" else f"REPLAY DATA ({feed.data})"
+        source = {"sample": "SAMPLE DATA (built-in synthetic feed)", "replay": f"REPLAY DATA ({feed.data})",
+                  "live": "LIVE PUBLIC MARKET DATA"}[feed.kind]
         console.print(f"PAPER TRADING on {source}: no credentials needed, no order reaches any exchange",
                       style="bold yellow", soft_wrap=True)
         return self

@@ -113,6 +113,7 @@ class LiveTradingService:
         """Validate everything (LT-001 / LT-002 / LT-003) before anything is written."""
         from basis_live.config import ConfigManager, build_run_config, parse_capital
         from basis_live.feeds.sample import SCENARIOS
+        from basis_live.modes.catalog import MODES
         from basis_live.modes.registry import create_mode
 
         capital = parse_capital(initial_capital)
@@ -124,6 +125,11 @@ class LiveTradingService:
         feed_options = {"kind": feed, "data": data, "scenario": scenario, "speed": speed, "seed": seed}
         config = build_run_config(strategy, capital, feed_options, backtest=backtest)
         create_mode(config.strategy)  # LT-003 for modes that cannot trade yet
+        spec = MODES[config.strategy.mode]
+        if feed == "live" and (backtest or spec.uses_lending or spec.uses_staking):
+            raise RequestValidationError(
+                "--feed live serves exchange data only (paper trading on the real market); "
+                + ("backtests need --data" if backtest else f"{spec.name} also needs on-chain data (AAVE, LST rates)"))
         request = {
             "strategy_name": strategy_name, "initial_capital": str(capital), "share_class": config.share_class,
             "overrides": list(overrides or []), "risk_overrides": list(risk_overrides or []),

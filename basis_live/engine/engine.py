@@ -568,9 +568,9 @@ class EventDrivenStrategyEngine:
                    level="error" if status == "failed" else ("warning" if status == "emergency_stopped" else "info"))
         for command_id in self._pending_acks:
             self.store.ack_command(command_id, "done", f"{status}: {reason}")
-        for venue in self.venues.values():
+        for closable in (*self.venues.values(), self.feed):
             with contextlib.suppress(Exception):
-                await venue.close()
+                await closable.close()
         if failure is not None and not isinstance(failure, (VenueError, FeedError)):
             raise failure
         return RunOutcome(status, reason, self.summary())

@@ -11,7 +11,7 @@ from pathlib import Path
 from basis_live.feeds.base import FeedError, MarketFeed
 
 #: Feed kinds ``open_feed`` accepts.
-FEED_KINDS: tuple[str, ...] = ("sample", "replay")
+FEED_KINDS: tuple[str, ...] = ("sample", "replay", "live")
 
 
 def open_feed(kind: str, data: Path | None = None, scenario: str | None = None, seed: int = 7) -> MarketFeed:
@@ -35,4 +35,11 @@ def open_feed(kind: str, data: Path | None = None, scenario: str | None = None, 
         from basis_live.feeds.replay import ReplayFeed
 
         return ReplayFeed.from_path(data)
+    if kind == "live":
+        if data is not None or scenario is not None:
+            raise FeedError("the live feed takes neither a data path nor a scenario")
+        from basis_live.config import environment_from_env
+        from basis_live.feeds.live import LiveFeed
+
+        return LiveFeed(environment_from_env()[0])
     raise FeedError(f"unknown feed kind {kind!r}; known kinds: {', '.join(FEED_KINDS)}")

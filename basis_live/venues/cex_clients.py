@@ -74,25 +74,26 @@ def _point_at(url: str, base: str) -> str:
     return urlunsplit((target.scheme, target.netloc, parts.path, parts.query, parts.fragment))
 
 
-def create_exchange(venue: str, environment: str, credentials: CexCredentials, api_url: str | None = None,
+def create_exchange(venue: str, environment: str, credentials: CexCredentials | None, api_url: str | None = None,
                     timeout_ms: int = 10_000, enable_rate_limit: bool = True) -> Any:
-    """A ccxt async exchange routed for ``environment``; the caller must ``await close()``."""
+    """A ccxt async exchange routed for ``environment`` (public only without credentials); the
+    caller must ``await close()``."""
     import ccxt.async_support as ccxt_async
 
     options: dict[str, Any] = {"fetchMarkets": {"types": MARKET_TYPES[venue]}}
     if venue == "okx":
         options["createOrder"] = "privatePostTradeOrder"  # ccxt's default is the batch endpoint
     config: dict[str, Any] = {
-        "apiKey": credentials.api_key,
-        "secret": credentials.secret,
         "enableRateLimit": enable_rate_limit,
         "timeout": timeout_ms,
         # With keys, load_markets would call private currency endpoints on all three venues.
         "has": {"fetchCurrencies": False},
         "options": options,
     }
-    if venue == "okx":
-        config["password"] = credentials.passphrase
+    if credentials is not None:
+        config.update(apiKey=credentials.api_key, secret=credentials.secret)
+        if venue == "okx":
+            config["password"] = credentials.passphrase
     exchange = getattr(ccxt_async, venue)(config)
     if environment in ("dev", "staging"):
         exchange.set_sandbox_mode(True)  # before any URL rewrite: it replaces urls['api']
