@@ -292,7 +292,8 @@ def test_open_feed_builds_sample_and_replay_feeds(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kind", "data", "scenario", "message"),
     [
-        ("live", None, None, r"unknown feed kind 'live'; known kinds: sample, replay"),
+        ("websocket", None, None, r"unknown feed kind 'websocket'; known kinds: sample, replay, live"),
+        ("live", None, "crash", r"the live feed takes neither a data path nor a scenario"),
         ("replay", None, None, "needs a data path"),
         ("replay", Path("x.yaml"), "crash", "applies only to the sample feed"),
         ("sample", Path("x.yaml"), None, "only for the replay feed"),
