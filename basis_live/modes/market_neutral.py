@@ -38,6 +38,18 @@ class MarketNeutralStaking(BasisMode):
         funding["wallet"] = {"USDT": stake}
         return funding
 
+    def _swap_idle_usdt(self, view: PortfolioView, price: Decimal, threshold: Decimal, entering: bool,
+                        intents: list[OrderIntent]) -> Decimal:
+        """Append a swap of the wallet's idle USDT (beyond the gas reserve and the deviation band)
+        to ETH; returns the ETH it buys."""
+        idle_usdt = view.balance("wallet", "USDT") - min(USDT_GAS_RESERVE, view.equity / 100)
+        if idle_usdt <= 0 or idle_usdt / view.equity <= threshold:
+            return Decimal(0)
+        bought = idle_usdt / (price * SWAP_HEADROOM)
+        intents.append(OrderIntent("uniswap", "ETH/USDT", "buy", bought, "entry_full" if entering else "entry_partial",
+                                   False))
+        return bought
+
     def _eth_held(self, view: PortfolioView) -> Decimal:
         rate = Decimal(repr(view.market.lst_rate[self.lst]))
         return view.balance("wallet", self.lst) * rate + view.balance("wallet", "ETH")
@@ -49,15 +61,9 @@ class MarketNeutralStaking(BasisMode):
         price = price_usdt("ETH", view.market)
         rate = Decimal(repr(view.market.lst_rate[self.lst]))
         intents: list[OrderIntent] = []
-        eth_after = self._eth_held(view)
         entering = view.balance("wallet", self.lst) == 0
-        idle_usdt = view.balance("wallet", "USDT") - min(USDT_GAS_RESERVE, view.equity / 100)
-        bought = Decimal(0)
-        if idle_usdt > 0 and idle_usdt / view.equity > threshold:
-            bought = idle_usdt / (price * SWAP_HEADROOM)
-            intents.append(OrderIntent("uniswap", "ETH/USDT", "buy", bought, "entry_full" if entering else "entry_partial",
-                                       False))
-            eth_after += bought
+        bought = self._swap_idle_usdt(view, price, threshold, entering, intents)
+        eth_after = self._eth_held(view) + bought
         idle_eth = view.balance("wallet", "ETH") + bought - ETH_GAS_RESERVE
         if idle_eth > 0 and idle_eth * price / view.equity > threshold:
             intents.append(OrderIntent(self.staking_venue, self.lst, "buy", idle_eth / rate,
@@ -114,12 +120,7 @@ class LeveragedMarketNeutral(MarketNeutralStaking):
         price = price_usdt("ETH", view.market)
         intents: list[OrderIntent] = []
         entering = self.loop._book(view)[0] == 0
-        idle_usdt = view.balance("wallet", "USDT") - min(USDT_GAS_RESERVE, view.equity / 100)
-        bought = Decimal(0)
-        if idle_usdt > 0 and idle_usdt / view.equity > threshold:
-            bought = idle_usdt / (price * SWAP_HEADROOM)
-            intents.append(OrderIntent("uniswap", "ETH/USDT", "buy", bought, "entry_full" if entering else "entry_partial",
-                                       False))
+        bought = self._swap_idle_usdt(view, price, threshold, entering, intents)
         eth_book = self._eth_held(view) + bought
         idle_eth = view.balance("wallet", "ETH") + bought - ETH_GAS_RESERVE
         if eth_book > 0:
