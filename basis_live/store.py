@@ -215,10 +215,17 @@ def _m003_snapshot_hour_index(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX snapshots_hour_keep ON snapshots(run_id, hour_bucket) WHERE keep = 1")
 
 
+def _m004_snapshot_attribution(db: sqlite3.Connection) -> None:
+    # P&L by source and the attribution gap with every snapshot, so the reconciliation can be
+    # audited at any point of a run, not only at its end.
+    db.execute("ALTER TABLE snapshots ADD COLUMN pnl_by_source_json TEXT NOT NULL DEFAULT '{}'")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_last_tick", _m002_last_tick),
     ("003_snapshot_hour_index", _m003_snapshot_hour_index),
+    ("004_snapshot_attribution", _m004_snapshot_attribution),
 ]
 
 
@@ -499,10 +506,10 @@ class Store:
             ).fetchone() is None
             db.execute(
                 """INSERT INTO snapshots (run_id, wall_time, sim_time, equity, pnl, drawdown,
-                       positions_json, exposures_json, risk_json, hour_bucket, keep)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?)""",
+                       positions_json, exposures_json, risk_json, hour_bucket, keep, pnl_by_source_json)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?)""",
                 (run_id, now, sim, equity, pnl, drawdown, _dumps(positions), _dumps(exposures),
-                 _dumps(risk), bucket, int(keep)),
+                 _dumps(risk), bucket, int(keep), _dumps(metrics.get("pnl_by_source", {}))),
             )
             db.execute(
                 """UPDATE runs SET current_value = ?, total_pnl = ?, peak_value = ?, current_drawdown = ?,

@@ -148,3 +148,21 @@ def test_every_mode_backtests_a_year_of_real_history_within_sane_bands(cli: Cli,
         assert 3 < s["apy_pct"] < 9
     if strategy in ("eth_leveraged", "usdt_market_neutral"):
         assert s["min_health_factor"] > 1.0
+
+
+@pytest.mark.parametrize(("strategy", "capital"), [("btc_basis", "100000"), ("usdt_market_neutral", "100000"),
+                                                   ("eth_leveraged", "10")])
+def test_attribution_reconciles_with_balance_pnl_on_every_snapshot(cli: Cli, strategy: str, capital: str) -> None:
+    import sqlite3
+
+    summary = json.loads(cli.run("backtest", strategy, "--capital", capital, "--end", "2025-02-01", "--json").stdout)
+    rows = sqlite3.connect(cli.db).execute(
+        "SELECT pnl, pnl_by_source_json FROM snapshots WHERE run_id = ? ORDER BY id", (summary["run_id"],)).fetchall()
+    assert len(rows) > 700
+    limit = Decimal(capital) * Decimal("0.0001")
+    for pnl, sources_json in rows[1:]:
+        sources = json.loads(sources_json)
+        tracked = sum(Decimal(v) for k, v in sources.items() if k != "gap")
+        assert abs(Decimal(sources["gap"])) < limit
+        # Each value is rounded to 1e-8 when stored: nine sources and the gap.
+        assert tracked + Decimal(sources["gap"]) == pytest.approx(Decimal(pnl), abs=Decimal("1e-7"))
