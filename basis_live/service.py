@@ -22,7 +22,6 @@ from basis_live.errors import (
     MonitoringError,
     RequestValidationError,
     RiskCheckError,
-    StopError,
 )
 from basis_live.process import process_alive
 from basis_live.store import ACTIVE_STATUSES, CommandRow, RunRow, Store, default_db_path, iso, parse_iso, utc_now

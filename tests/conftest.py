@@ -14,6 +14,9 @@ from typing import Any, Callable
 
 import pytest
 
+# The chain tests' anvil node and Aave market, shared by every test file that asks for them.
+from chain.fixtures import anvil_node, deployed_market, market  # noqa: F401
+
 #: The installed console script, next to the interpreter running the tests.
 BASIS_LIVE = str(Path(sys.executable).with_name("basis-live"))
 

@@ -9,7 +9,6 @@ are compared to the wei.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from fractions import Fraction
 
@@ -31,12 +30,10 @@ from chain.aave_market import (
     STANDARD,
     VARIABLE_RATE,
     AaveMarket,
-    deploy_aave_market,
     revert_reason,
     send,
 )
-from chain.anvil import AnvilNode, advance_time, revert, snapshot, start_anvil
-from chain.tools import ensure_aave_artifacts, ensure_anvil
+from chain.anvil import AnvilNode, advance_time
 
 SECONDS_PER_YEAR = 365 * 24 * 3600  # Aave's MathUtils.SECONDS_PER_YEAR
 BPS = 10_000
@@ -49,25 +46,6 @@ BORROWER = 3
 def ray_mul(a: int, b: int) -> int:
     """WadRayMath.rayMul: half-up rounding."""
     return (a * b + RAY // 2) // RAY
-
-
-@pytest.fixture(scope="session")
-def anvil_node() -> Iterator[AnvilNode]:
-    with start_anvil(ensure_anvil()) as node:
-        yield node
-
-
-@pytest.fixture(scope="session")
-def deployed_market(anvil_node: AnvilNode) -> AaveMarket:
-    return deploy_aave_market(anvil_node.web3(), ensure_aave_artifacts(), anvil_node.accounts)
-
-
-@pytest.fixture
-def market(deployed_market: AaveMarket) -> Iterator[AaveMarket]:
-    """The deployed market, rolled back after the test (state, balances and clock)."""
-    snapshot_id = snapshot(deployed_market.w3)
-    yield deployed_market
-    revert(deployed_market.w3, snapshot_id)
 
 
 def supply(market: AaveMarket, user: str, symbol: str, amount: int) -> TxReceipt:

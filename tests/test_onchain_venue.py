@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_DOWN, Decimal
@@ -50,9 +50,8 @@ from basis_live.venues.transactions import (
     TransactionSender,
     connect,
 )
-from chain.aave_market import EMODE_ETH, EMODE_ETH_ID, VARIABLE_RATE, AaveMarket, deploy_aave_market, send
-from chain.anvil import AnvilNode, advance_time, revert, rpc, snapshot, start_anvil
-from chain.tools import ensure_aave_artifacts, ensure_anvil
+from chain.aave_market import EMODE_ETH, EMODE_ETH_ID, VARIABLE_RATE, AaveMarket, send
+from chain.anvil import AnvilNode, advance_time, rpc
 
 D = Decimal
 GWEI = 10**9
@@ -64,31 +63,6 @@ ALLOWED = 5  # on the wallet's transfer allowlist
 STRANGER = 6
 RUN_ID = "chain001"
 FAST = SenderSettings(receipt_timeout=10.0, max_replacements=3, poll_interval=0.02, chain_id=31337)
-
-
-# ------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="session")
-def anvil_node() -> Iterator[AnvilNode]:
-    with start_anvil(ensure_anvil()) as node:
-        yield node
-
-
-@pytest.fixture(scope="session")
-def deployed_market(anvil_node: AnvilNode) -> AaveMarket:
-    return deploy_aave_market(anvil_node.web3(), ensure_aave_artifacts(), anvil_node.accounts)
-
-
-@pytest.fixture
-def market(deployed_market: AaveMarket) -> Iterator[AaveMarket]:
-    """The deployed market, rolled back after the test (state, balances, clock, mempool)."""
-    w3 = deployed_market.w3
-    snapshot_id = snapshot(w3)
-    yield deployed_market
-    rpc(w3, "evm_setAutomine", True)
-    rpc(w3, "anvil_dropAllTransactions")
-    revert(w3, snapshot_id)
-    # evm_revert does not roll back anvil's next base fee (a test may have raised it).
-    rpc(w3, "anvil_setNextBlockBaseFeePerGas", hex(w3.eth.get_block("latest")["baseFeePerGas"]))
 
 
 @dataclass
