@@ -13,7 +13,16 @@ from typing import Any, List, Optional
 
 import typer
 
-from basis_live.errors import EXIT_FAILURE, EXIT_HALTED, EXIT_OK, EXIT_USAGE, BasisLiveError
+from basis_live.errors import (
+    EXIT_FAILURE,
+    EXIT_HALTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    BasisLiveError,
+    ExecutionError,
+    RequestValidationError,
+    StopError,
+)
 
 app = typer.Typer(
     name="basis-live",
@@ -120,7 +129,6 @@ def backtest(
 def _parse_date(text: Optional[str], flag: str):  # type: ignore[no-untyped-def]
     from datetime import datetime, timezone
 
-    from basis_live.errors import RequestValidationError
 
     if text is None:
         return None
@@ -220,7 +228,6 @@ def stop(
 
     Example: basis-live stop 3f9a2c1d
     """
-    from basis_live.errors import RequestValidationError
 
     if (run_id is None) == (not all_):
         raise RequestValidationError("give a RUN_ID or --all (not both)")
@@ -236,7 +243,7 @@ def stop(
                        else result.message)
         else:
             failed = True
-            typer.echo(f"error LT-006: {result.message}", err=True)
+            typer.echo(f"error {StopError.code}: {result.message}", err=True)
     if failed:
         raise typer.Exit(EXIT_FAILURE)
 
@@ -257,7 +264,7 @@ def emergency_stop(
     if result.ok:
         typer.echo(result.message)
         return
-    typer.echo(f"error LT-006: {result.message}", err=True)
+    typer.echo(f"error {StopError.code}: {result.message}", err=True)
     raise typer.Exit(EXIT_FAILURE)
 
 
@@ -266,7 +273,7 @@ def _move_capital(kind: str, run_id: str, amount: str, timeout: float, db: Optio
     if result.ok:
         typer.echo(result.message)
         return
-    typer.echo(f"error LT-004: {result.message}", err=True)
+    typer.echo(f"error {ExecutionError.code}: {result.message}", err=True)
     raise typer.Exit(EXIT_FAILURE)
 
 
@@ -420,7 +427,7 @@ def main() -> None:
         if type(exc).__name__.startswith("NoArgsIsHelp"):
             sys.exit(EXIT_OK)  # the help text is already printed
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)  # type: ignore[attr-defined]
-        sys.stderr.write(f"error LT-001: {' '.join(message.split())}\n")
+        sys.stderr.write(f"error {RequestValidationError.code}: {' '.join(message.split())}\n")
         sys.exit(EXIT_USAGE)
     sys.exit(rc if isinstance(rc, int) else EXIT_OK)
 

@@ -467,11 +467,9 @@ class LiveTradingService:
         now = utc_now()
         problems: list[str] = []
         store = self._reader()
-        runs = self.get_all_running_strategies()
-        for run in runs:
-            row = store.get_run(run["run_id"]) if store is not None else None
-            if row is None:
-                continue
+        rows = store.list_runs(ACTIVE_STATUSES) if store is not None else []
+        runs = [self._status_row(row, now) for row in rows]
+        for row, run in zip(rows, runs):
             label = f"run {row.run_id} ({row.strategy_name})"
             limit = max_heartbeat_age if max_heartbeat_age is not None else row.heartbeat_timeout
             if run["process_alive"] is False:
