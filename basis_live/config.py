@@ -352,11 +352,6 @@ def _parse_assignment(text: str, flag: str) -> tuple[str, Any]:
     return key, value
 
 
-def _known_paths(model: type[BaseModel]) -> set[str]:
-    """Top-level and nested field names of a model, for 'unknown key' messages."""
-    return set(model.model_fields)
-
-
 def _set_dotted(data: dict[str, Any], key: str, value: Any, flag: str) -> None:
     parts = key.split(".")
     node: Any = data
@@ -373,7 +368,7 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, flag: str) -> None:
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+    loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown key {loc!r}"
     msg = err["msg"].removeprefix("Value error, ")
