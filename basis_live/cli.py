@@ -59,21 +59,24 @@ def start(
     scenario: Optional[str] = typer.Option(None, "--scenario", help="Sample-feed scenario, e.g. crash or squeeze."),
     speed: float = typer.Option(1.0, "--speed", help="Simulated seconds per wall second (3600 = an hour a second)."),
     seed: int = typer.Option(7, "--seed", help="Sample-feed seed."),
+    env: Optional[str] = typer.Option(None, "--env", help="Trade LIVE on dev, staging (testnets / demo) or prod, with the credentials of that environment."),
     strategies_dir: Optional[Path] = typer.Option(None, "--strategies-dir", help="Extra directory of strategy files (searched first)."),
     db: Optional[Path] = DbOption,
 ) -> None:
     """Run a strategy in the foreground with its risk watchdog (Ctrl-C or SIGTERM stops it).
 
-    Without credentials it paper-trades on the built-in sample feed and says so first.
+    Without --env it paper-trades (on the built-in sample feed by default) and says so first.
+    With --env it trades live: it validates every client first and refuses to trade if one fails.
 
     Example: basis-live start pure_lending --capital 100000 --speed 3600
+    Example: basis-live start btc_basis --capital 100000 --env dev
     """
     from basis_live.render import LiveView, render_outcome
 
     service = _service(db, strategies_dir)
     prepared = service.create_request(
         strategy, capital, share_class=share_class, overrides=set_, risk_overrides=risk, feed=feed, data=data,
-        scenario=scenario, speed=speed, seed=seed,
+        scenario=scenario, speed=speed, seed=seed, environment=env,
     )
     view = LiveView(prepared.config)
     with view:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from basis_live.errors import ConfigError, EngineInitError, RequestValidationError
+from basis_live.errors import ConfigError, RequestValidationError
 from basis_live.modes.catalog import MODES
 
 ShareClass = Literal["USDT", "ETH", "BTC"]
@@ -135,6 +135,12 @@ class ExecutionConfig(StrictModel):
     - perp_leverage: notional / margin for perp legs (3.0): spot gets equity x L/(L+1).
     - venue_timeout_seconds: wall-clock limit on one venue call (10); a timed-out submit is
       reconciled by client order id, never blindly resent.
+    - account_refresh_seconds: live only: the risk watchdog re-reads venue accounts at most this
+      often (5 s) and revalues the last read at every fresh price in between (positions are marked
+      to the snapshot's mark prices); strategy ticks and trades always read fresh accounts.
+    - capital_tolerance: live only: how far (0.01 = 1%) the equity found on the venues at start may
+      differ from ``--capital`` (the engine sizes from the accounts' equity, so the accounts must be
+      dedicated to the run).
     - slippage: paper fill slippage by notional bucket (5/7/13 bps up to 10k/100k/1m).
     - gas_units: gas per on-chain operation (supply 250k, withdraw 200k, borrow 300k, repay 250k,
       stake 150k).
@@ -145,6 +151,8 @@ class ExecutionConfig(StrictModel):
     order_timeout_seconds: float = Field(300.0, gt=0)
     perp_leverage: float = Field(3.0, ge=1, le=20)
     venue_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    account_refresh_seconds: float = Field(5.0, ge=0, le=300)
+    capital_tolerance: float = Field(0.01, ge=0, le=1)
     slippage: list[SlippageBucket] = Field(
         default_factory=lambda: [
             SlippageBucket(max_notional=10_000, bps=5),
@@ -479,17 +487,30 @@ def build_run_config(
     feed: dict[str, Any],
     env: dict[str, str] | None = None,
     backtest: bool = False,
+    live_environment: str | None = None,
 ) -> RunConfig:
     """The run's one config. ``backtest=True`` for `basis-live backtest`, whatever
-    BASIS_EXECUTION_MODE says (a backtest never trades)."""
+    BASIS_EXECUTION_MODE says (a backtest never trades). ``live_environment`` (``start --env``)
+    means live trading on that environment; ``BASIS_EXECUTION_MODE=live`` means the same on
+    ``BASIS_ENVIRONMENT``. Live runs read their market data from the venues (feed kind ``live``)."""
     environment, execution_mode = environment_from_env(env)
+    explicit_mode = (os.environ if env is None else env).get("BASIS_EXECUTION_MODE", "").strip()
+    if live_environment is not None:
+        if live_environment not in ("dev", "staging", "prod"):
+            raise RequestValidationError(f"--env {live_environment!r} is not one of dev, staging, prod")
+        if backtest or explicit_mode in ("paper", "backtest"):
+            raise RequestValidationError(
+                f"--env {live_environment} trades live, but BASIS_EXECUTION_MODE={explicit_mode or 'backtest'} "
+                "says otherwise: unset one of them")
+        environment, execution_mode = live_environment, "live"
     if backtest:
         execution_mode = "backtest"
     elif execution_mode == "live":
-        raise EngineInitError(
-            "BASIS_EXECUTION_MODE=live is not supported yet: live venues (ccxt, web3) are not built; "
-            "unset it to paper-trade"
-        )
+        feed = dict(feed)
+        if feed.get("kind") not in ("sample", "live") or feed.get("data") is not None or feed.get("scenario"):
+            raise RequestValidationError(
+                "live trading reads market data from its own venues: --feed, --data and --scenario do not apply")
+        feed["kind"] = "live"
     elif execution_mode == "backtest":
         raise RequestValidationError(
             "BASIS_EXECUTION_MODE=backtest: `start` paper-trades; use `basis-live backtest` for history"

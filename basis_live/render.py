@@ -43,6 +43,13 @@ class LiveView:
 
     def __enter__(self) -> "LiveView":
         feed = self.config.feed
+        if self.config.execution_mode == "live":
+            environment = self.config.environment
+            where = "PRODUCTION endpoints: REAL MONEY" if environment == "prod" else "testnet / demo endpoints"
+            venues = ", ".join(name for name, v in self.config.strategy.venues.items() if v.enabled)
+            console.print(f"LIVE TRADING in {environment} ({where}): real orders on {venues}; validating clients first",
+                          style="bold red", soft_wrap=True)
+            return self
         source = {"sample": "SAMPLE DATA (built-in synthetic feed)", "replay": f"REPLAY DATA ({feed.data})",
                   "live": "LIVE PUBLIC MARKET DATA"}[feed.kind]
         console.print(f"PAPER TRADING on {source}: no credentials needed, no order reaches any exchange",
@@ -53,7 +60,8 @@ class LiveView:
         strategy = self.config.strategy
         console.print(
             f"run {info['run_id']} started: {strategy.name} ({strategy.mode}), capital "
-            f"{self.config.initial_capital} {strategy.share_class}, speed {self.config.feed.speed:g}x, "
+            f"{info.get('initial_capital', self.config.initial_capital)} {strategy.share_class}, "
+            f"speed {self.config.feed.speed:g}x, "
             f"feed {info['feed']}, pid {info['pid']}, db {info['db']}", soft_wrap=True)
         console.print(f"stop it with: basis-live stop {info['run_id']}   (or Ctrl-C here)", soft_wrap=True)
         if self.tty:

@@ -108,8 +108,10 @@ class LiveTradingService:
         speed: float = 1.0,
         seed: int = 7,
         backtest: bool = False,
+        environment: str | None = None,
     ) -> PreparedRun:
-        """Validate everything (LT-001 / LT-002 / LT-003) before anything is written."""
+        """Validate everything (LT-001 / LT-002 / LT-003) before anything is written. ``environment``
+        (``start --env``) makes it a live run on that environment."""
         from basis_live.config import ConfigManager, build_run_config, parse_capital
         from basis_live.feeds.sample import SCENARIOS
         from basis_live.modes.catalog import MODES
@@ -122,18 +124,23 @@ class LiveTradingService:
             raise RequestValidationError(f"unknown scenario {scenario!r}; scenarios: {', '.join(SCENARIOS)}")
         strategy = ConfigManager(self.strategies_dir).load(strategy_name, overrides, risk_overrides, share_class)
         feed_options = {"kind": feed, "data": data, "scenario": scenario, "speed": speed, "seed": seed}
-        config = build_run_config(strategy, capital, feed_options, backtest=backtest)
+        config = build_run_config(strategy, capital, feed_options, backtest=backtest, live_environment=environment)
         create_mode(config.strategy)  # LT-003 for modes that cannot trade yet
         spec = MODES[config.strategy.mode]
-        if feed == "live" and (backtest or spec.uses_lending or spec.uses_staking):
+        if config.execution_mode == "live":
+            from basis_live.venues.live_factory import refuse_unsupported
+
+            refuse_unsupported(config.strategy)
+        elif feed == "live" and (backtest or spec.uses_lending or spec.uses_staking):
             raise RequestValidationError(
                 "--feed live serves exchange data only (paper trading on the real market); "
                 + ("backtests need --data" if backtest else f"{spec.name} also needs on-chain data (AAVE, LST rates)"))
         request = {
             "strategy_name": strategy_name, "initial_capital": str(capital), "share_class": config.share_class,
             "overrides": list(overrides or []), "risk_overrides": list(risk_overrides or []),
-            "feed": feed, "data": None if data is None else str(data), "scenario": scenario, "speed": speed,
-            "seed": seed,
+            "feed": config.feed.kind, "data": None if data is None else str(data), "scenario": scenario,
+            "speed": speed,
+            "seed": seed, "execution_mode": config.execution_mode, "environment": config.environment,
         }
         return PreparedRun(request, config)
 
@@ -154,16 +161,23 @@ class LiveTradingService:
         from basis_live.feeds.factory import open_feed
 
         config = prepared.config
+        live = config.execution_mode == "live"
+        if live:
+            self._validate_before_live_start(config)
         store = self._open(create=True)
         assert store is not None
-        try:
-            feed = open_feed(config.feed.kind, config.feed.data, config.feed.scenario, config.feed.seed)
-        except FeedError as exc:
-            raise EngineInitError(f"market feed unusable: {exc}") from None
         run_id = secrets.token_hex(4)
+        if not live:
+            try:
+                feed = open_feed(config.feed.kind, config.feed.data, config.feed.scenario, config.feed.seed)
+            except FeedError as exc:
+                raise EngineInitError(f"market feed unusable: {exc}") from None
 
         async def main() -> "RunOutcome":
-            run = await assemble_paper_run(run_id, config, feed, store, prepared.request, reporter)
+            if live:
+                run = await self._assemble_live(run_id, config, store, prepared.request, reporter)
+            else:
+                run = await assemble_paper_run(run_id, config, feed, store, prepared.request, reporter)
             engine = run.engine
             loop = asyncio.get_running_loop()
             for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
@@ -171,8 +185,9 @@ class LiveTradingService:
             try:
                 await engine.start()
                 if on_started is not None:
-                    on_started({"run_id": run_id, "db": str(self.db_path), "feed": feed.label,
-                                "is_sample": feed.is_sample, "pid": os.getpid()})
+                    on_started({"run_id": run_id, "db": str(self.db_path), "feed": engine.feed.label,
+                                "is_sample": engine.feed.is_sample, "pid": os.getpid(),
+                                "initial_capital": str(engine.initial_capital)})
                 return await engine.run(run.watchdog)
             except BaseException as exc:
                 store.set_run_status(run_id, "failed", f"engine failed: {exc!r}", only_if=ACTIVE_STATUSES)
@@ -182,6 +197,37 @@ class LiveTradingService:
                     loop.remove_signal_handler(signum)
 
         return asyncio.run(main())
+
+    @staticmethod
+    def _validate_before_live_start(config: "RunConfig") -> None:
+        """The same client checks as `validate --env`; any failure refuses the start (LT-004),
+        before anything is written or sent."""
+        import asyncio
+
+        from basis_live.errors import ExecutionError
+        from basis_live.venues.cex_clients import credentials_from_env
+        from basis_live.venues.live_factory import CEX_VENUES, enabled_venues, failed_checks, validate_live_clients
+
+        for name in enabled_venues(config.strategy):
+            if name in CEX_VENUES:
+                credentials_from_env(config.environment, name)  # LT-001 naming the missing variable
+        failed = failed_checks(asyncio.run(validate_live_clients(config.strategy, config.environment)))
+        if failed:
+            raise ExecutionError(f"client validation failed, nothing was traded: {'; '.join(failed)}")
+
+    @staticmethod
+    async def _assemble_live(run_id: str, config: "RunConfig", store: Store, request: dict[str, Any],
+                             reporter: "Reporter | None") -> Any:
+        from basis_live.engine.assembly import assemble_live_run
+        from basis_live.feeds.live import LiveFeed
+        from basis_live.venues.live_factory import build_live_venues
+
+        strategy = config.strategy
+        venues = build_live_venues(strategy, config.environment)
+        feed = LiveFeed(config.environment, trading=True,
+                        timeout_ms=int(strategy.execution.venue_timeout_seconds * 1000),
+                        api_urls={name: venue.api_url for name, venue in strategy.venues.items()})
+        return await assemble_live_run(run_id, config, feed, venues, store, request, reporter)
 
     def run_backtest(
         self,
@@ -241,24 +287,12 @@ class LiveTradingService:
         import asyncio
 
         from basis_live.config import ConfigManager
-        from basis_live.venues.cex_clients import CEX_VENUES, ClientCheck, api_url_override, validate_cex_client
+        from basis_live.venues.live_factory import validate_live_clients
 
         if environment not in ("dev", "staging", "prod"):
             raise RequestValidationError(f"--env {environment!r} is not one of dev, staging, prod")
         strategy = ConfigManager(self.strategies_dir).load(strategy_name, overrides)
-        enabled = [name for name, venue in strategy.venues.items() if venue.enabled]
-
-        async def run_all() -> list[ClientCheck]:
-            jobs = [validate_cex_client(name, environment,
-                                        api_url_override(environment, name, strategy.venues[name].api_url))
-                    for name in enabled if name in CEX_VENUES]
-            results = [check for checks in await asyncio.gather(*jobs) for check in checks]
-            results += [ClientCheck(name, "client", False, "on-chain clients cannot be validated yet (live web3 "
-                                                            "venues are not wired in)")
-                        for name in enabled if name not in CEX_VENUES]
-            return results
-
-        return [check.__dict__ for check in asyncio.run(run_all())]
+        return [check.__dict__ for check in asyncio.run(validate_live_clients(strategy, environment))]
 
     # ------------------------------------------------------------------ reads
     def _status_row(self, row: RunRow, now: datetime) -> dict[str, Any]:

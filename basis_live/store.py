@@ -614,6 +614,31 @@ class Store:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
 
+    def list_orders_on_venues(self, venues: list[str], statuses: tuple[str, ...], execution_mode: str,
+                              environment: str) -> list[dict[str, Any]]:
+        """Orders of any run of this execution mode and environment on these venues, in these
+        statuses (a live start reconciles what earlier runs left possibly open)."""
+        if not venues or not statuses:
+            return []
+        cur = self.db.execute(
+            f"""SELECT o.* FROM orders o JOIN runs r ON r.run_id = o.run_id
+                WHERE r.execution_mode = ? AND r.environment = ?
+                  AND o.venue IN ({','.join('?' for _ in venues)})
+                  AND o.status IN ({','.join('?' for _ in statuses)})
+                ORDER BY o.created_at, o.rowid""",
+            [execution_mode, environment, *venues, *statuses])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def known_client_order_ids(self, client_order_ids: list[str]) -> set[str]:
+        """Which of these client order ids are orders of ours (any run)."""
+        known: set[str] = set()
+        for start in range(0, len(client_order_ids), 500):
+            chunk = client_order_ids[start:start + 500]
+            known.update(row[0] for row in self.db.execute(
+                f"SELECT client_order_id FROM orders WHERE client_order_id IN ({','.join('?' for _ in chunk)})", chunk))
+        return known
+
     def count_orders(self, run_id: str) -> dict[str, int]:
         return dict(
             self.db.execute("SELECT status, COUNT(*) FROM orders WHERE run_id = ? GROUP BY status", (run_id,))

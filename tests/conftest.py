@@ -59,9 +59,9 @@ class Cli:
         full_env = {**os.environ, "BASIS_LIVE_DB": str(self.db), **(env or {})}
         return subprocess.run([BASIS_LIVE, *args], capture_output=True, text=True, timeout=timeout, env=full_env)
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         proc = subprocess.Popen([BASIS_LIVE, "start", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env={**os.environ, "BASIS_LIVE_DB": str(self.db)})
+                                text=True, env={**os.environ, "BASIS_LIVE_DB": str(self.db), **(env or {})})
         self.engines.append(proc)
         return proc
 

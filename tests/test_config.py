@@ -15,7 +15,7 @@ from basis_live.config import (
     redact_secrets,
     shipped_strategies_dir,
 )
-from basis_live.errors import ConfigError, EngineInitError, RequestValidationError
+from basis_live.errors import ConfigError, RequestValidationError
 from basis_live.modes.catalog import MODES
 
 ALL_MODES = sorted(MODES)
@@ -146,13 +146,26 @@ def test_environment_variables_choose_environment_and_execution_mode() -> None:
         environment_from_env({"BASIS_EXECUTION_MODE": "yolo"})
 
 
-def test_run_config_refuses_live_mode_and_disabled_strategies() -> None:
-    strategy = ConfigManager().load("pure_lending")
+def test_run_config_chooses_live_from_env_flag_or_variable_and_refuses_conflicts() -> None:
+    strategy = ConfigManager().load("btc_basis")
     run = build_run_config(strategy, Decimal(1000), {"kind": "sample", "speed": 10}, env={})
     assert run.execution_mode == "paper" and run.feed.speed == 10
     assert build_run_config(strategy, Decimal(1000), {}, env={"BASIS_EXECUTION_MODE": "live"}, backtest=True).execution_mode == "backtest"
-    with pytest.raises(EngineInitError, match="not supported yet"):
-        build_run_config(strategy, Decimal(1000), {}, env={"BASIS_EXECUTION_MODE": "live"})
+    by_variable = build_run_config(strategy, Decimal(1000), {"kind": "sample"},
+                                   env={"BASIS_EXECUTION_MODE": "live", "BASIS_ENVIRONMENT": "staging"})
+    assert (by_variable.execution_mode, by_variable.environment, by_variable.feed.kind) == ("live", "staging", "live")
+    by_flag = build_run_config(strategy, Decimal(1000), {"kind": "sample"}, env={}, live_environment="prod")
+    assert (by_flag.execution_mode, by_flag.environment) == ("live", "prod")
+    with pytest.raises(RequestValidationError, match="BASIS_EXECUTION_MODE=paper says otherwise"):
+        build_run_config(strategy, Decimal(1000), {}, env={"BASIS_EXECUTION_MODE": "paper"}, live_environment="dev")
+    with pytest.raises(RequestValidationError, match="--env 'qa' is not one of"):
+        build_run_config(strategy, Decimal(1000), {}, env={}, live_environment="qa")
+    with pytest.raises(RequestValidationError, match="reads market data from its own venues"):
+        build_run_config(strategy, Decimal(1000), {"kind": "replay", "data": "x"}, env={}, live_environment="dev")
+
+
+def test_run_config_refuses_disabled_strategies_and_replay_without_data() -> None:
+    strategy = ConfigManager().load("pure_lending")
     disabled = ConfigManager().load("pure_lending", overrides=["enabled=false"])
     with pytest.raises(ConfigError, match="disabled"):
         build_run_config(disabled, Decimal(1000), {}, env={})

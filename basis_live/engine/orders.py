@@ -248,5 +248,12 @@ class OrderManager:
             self.filled_orders = counts.get("filled", 0)
         return new
 
+    async def skip_history(self) -> None:
+        """Move the fill and ledger cursors past everything the venues report now, unrecorded: what
+        happened before this run (an earlier run's fills, funding paid last week) is not its P&L."""
+        for name, venue in self.venues.items():
+            _, self._fill_cursor[name] = await self._call(name, venue.fetch_fills(self._fill_cursor[name]))
+            _, self._ledger_cursor[name] = await self._call(name, venue.fetch_ledger(self._ledger_cursor[name]))
+
     def has_unsettled(self) -> bool:
         return bool(self.store.list_orders(self.run_id, UNSETTLED))

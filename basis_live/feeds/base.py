@@ -74,6 +74,9 @@ class MarketFeed(abc.ABC):
     is_sample: bool
     start: datetime
     end: datetime | None
+    #: Wall seconds between the engine's market refreshes: file feeds are cheap to read every
+    #: 20 ms; a network feed sets its own refresh period.
+    poll_seconds: float = 0.02
 
     @abc.abstractmethod
     async def snapshot_at(self, ts: datetime) -> MarketSnapshot:

@@ -27,19 +27,29 @@ class LiveFeed(MarketFeed):
     is_sample = False
 
     def __init__(self, environment: str = "dev", refresh_seconds: float = 5.0,
-                 env: dict[str, str] | None = None, timeout_ms: int = 10_000) -> None:
+                 env: dict[str, str] | None = None, timeout_ms: int = 10_000, trading: bool = False,
+                 api_urls: dict[str, str | None] | None = None) -> None:
+        """``trading=False`` (paper on the real market): production public endpoints. ``trading=True``
+        (a live run): the endpoints of ``environment`` (testnets in dev / staging), so prices come
+        from where the orders fill. ``api_urls`` are the strategy's per-venue overrides."""
         from basis_live.venues.cex_clients import api_url_override, create_exchange
 
         env = dict(os.environ if env is None else env)
         self.refresh_seconds = refresh_seconds
+        # The engine's market loop polls no faster than the data changes.
+        self.poll_seconds = refresh_seconds
         self.clients: dict[str, Any] = {}
+        routing = environment if trading else "prod"
         for venue in PERP_VENUES:
-            exchange = create_exchange(venue, "prod", None, api_url_override(environment, venue, None, env), timeout_ms)
+            configured = (api_urls or {}).get(venue)
+            exchange = create_exchange(venue, routing, None, api_url_override(environment, venue, configured, env),
+                                       timeout_ms)
             exchange.timeout_on_exit = 0
             self.clients[venue] = exchange
         self.start = datetime.now(timezone.utc)
         self.end = None
-        self.label = "LIVE PUBLIC DATA (binance, bybit, okx via ccxt; fills simulated)"
+        self.label = (f"LIVE MARKET DATA ({environment} endpoints of binance, bybit, okx via ccxt)" if trading
+                      else "LIVE PUBLIC DATA (binance, bybit, okx via ccxt; fills simulated)")
         self._latest: MarketSnapshot | None = None
         self._fetched_at = 0.0
 

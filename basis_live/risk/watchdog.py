@@ -98,7 +98,7 @@ class RiskWatchdog:
         if engine.market is None or engine.state == HALTED:
             return
         if view is None:
-            view = await engine.refresh_view(timeout=self.venue_timeout)
+            view = await engine.refresh_view(timeout=self.venue_timeout, max_age=engine.account_max_age)
         # The snapshot this evaluation used (a newer one may have arrived during the venue reads).
         snapshot_received = view.market.received_monotonic
         report = engine.evaluate_risk(view)

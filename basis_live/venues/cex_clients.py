@@ -150,6 +150,27 @@ def _rate_limit_headroom(venue: str, headers: Mapping[str, str]) -> tuple[bool, 
     return True, "venue reports no usage headers; ccxt's rate limiter is on"
 
 
+#: Tries per validation read: a single 5xx or 429 must not fail a start; a venue that is down still
+#: fails within about VALIDATION_RETRY_WAIT x (tries - 1) seconds.
+VALIDATION_TRIES = 3
+VALIDATION_RETRY_WAIT = 0.5
+
+
+async def _with_retries(call: Any) -> Any:
+    """``await call()``, again after transient ccxt errors (network, 5xx, 429), up to VALIDATION_TRIES."""
+    import asyncio
+
+    import ccxt
+
+    for attempt in range(1, VALIDATION_TRIES + 1):
+        try:
+            return await call()
+        except ccxt.NetworkError:
+            if attempt == VALIDATION_TRIES:
+                raise
+            await asyncio.sleep(VALIDATION_RETRY_WAIT * attempt)
+
+
 async def validate_cex_client(venue: str, environment: str, api_url: str | None, env: Mapping[str, str] | None = None,
                               timeout_ms: int = 10_000) -> list[ClientCheck]:
     """Endpoint matches the environment, reachable, credentials authenticate, rate-limit headroom."""
@@ -168,13 +189,13 @@ async def validate_cex_client(venue: str, environment: str, api_url: str | None,
             return checks  # never send anything (keys included) to the wrong environment
         started = time.monotonic()
         try:
-            await exchange.load_markets()
+            await _with_retries(exchange.load_markets)
         except Exception as exc:  # noqa: BLE001 - every failure is reported as this check's result
             checks.append(ClientCheck(venue, "reachable", False, f"{type(exc).__name__}: {str(exc)[:160]}"))
             return checks
         checks.append(ClientCheck(venue, "reachable", True, f"markets loaded in {(time.monotonic() - started) * 1000:.0f} ms"))
         try:
-            await exchange.fetch_balance()
+            await _with_retries(exchange.fetch_balance)
         except Exception as exc:  # noqa: BLE001
             checks.append(ClientCheck(venue, "credentials", False, f"private read refused: {type(exc).__name__}: "
                                                                   f"{str(exc)[:160]}"))
