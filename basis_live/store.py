@@ -221,11 +221,47 @@ def _m004_snapshot_attribution(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE snapshots ADD COLUMN pnl_by_source_json TEXT NOT NULL DEFAULT '{}'")
 
 
+def _m005_chain_journal(db: sqlite3.Connection) -> None:
+    # On-chain exactly-once: every signed transaction is recorded before its broadcast (a restart
+    # checks its receipt instead of signing again), and every order's intent under its key. Kept
+    # across runs: the nonce sequence and a pending transaction belong to the account, not a run.
+    _execute_script(
+        db,
+        """
+        CREATE TABLE chain_transactions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            key TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            nonce INTEGER NOT NULL,
+            tx_hash TEXT NOT NULL UNIQUE,
+            raw TEXT NOT NULL,
+            to_address TEXT NOT NULL,
+            value TEXT NOT NULL,
+            data TEXT NOT NULL,
+            gas INTEGER NOT NULL,
+            max_fee_per_gas TEXT NOT NULL,
+            max_priority_fee_per_gas TEXT NOT NULL,
+            label TEXT NOT NULL,
+            signed_at TEXT NOT NULL
+        );
+        CREATE INDEX chain_transactions_key ON chain_transactions(key);
+        CREATE INDEX chain_transactions_sender ON chain_transactions(sender, nonce);
+        CREATE TABLE chain_intents (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            key TEXT NOT NULL UNIQUE,
+            intent_json TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_initial", _m001_initial),
     ("002_last_tick", _m002_last_tick),
     ("003_snapshot_hour_index", _m003_snapshot_hour_index),
     ("004_snapshot_attribution", _m004_snapshot_attribution),
+    ("005_chain_journal", _m005_chain_journal),
 ]
 
 
@@ -744,3 +780,66 @@ class Store:
              "message": r[6], "data": json.loads(r[7])}
             for r in self.db.execute(sql, params)
         ]
+
+
+# --------------------------------------------------------------------------------------------------
+# The on-chain transaction journal
+
+
+class StoreJournal:
+    """``venues.transactions.TransactionJournal`` in the state database: signed transactions and
+    order intents, durable (synchronous=FULL for each write) before the caller broadcasts.
+    Raw signed transactions are public once broadcast; no key material is stored."""
+
+    _COLUMNS = ("key, sender, nonce, tx_hash, raw, to_address, value, data, gas, max_fee_per_gas, "
+                "max_priority_fee_per_gas, label, signed_at")
+
+    def __init__(self, store: Store) -> None:
+        self.db = store.db
+
+    def _durable(self, sql: str, params: tuple[Any, ...]) -> None:
+        self.db.execute("PRAGMA synchronous = FULL")
+        try:
+            self.db.execute(sql, params)
+        finally:
+            self.db.execute("PRAGMA synchronous = NORMAL")
+
+    def record_signed(self, tx: Any) -> None:
+        self._durable(
+            f"INSERT INTO chain_transactions ({self._COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (tx.key, tx.sender, tx.nonce, tx.tx_hash, tx.raw, tx.to, str(tx.value), tx.data, tx.gas,
+             str(tx.max_fee_per_gas), str(tx.max_priority_fee_per_gas), tx.label, tx.signed_at))
+
+    def _rows(self, where: str = "", params: tuple[Any, ...] = ()) -> list[Any]:
+        from basis_live.venues.transactions import SignedTransaction
+
+        cur = self.db.execute(f"SELECT {self._COLUMNS} FROM chain_transactions {where} ORDER BY id", params)
+        return [SignedTransaction(key=r[0], sender=r[1], nonce=r[2], tx_hash=r[3], raw=r[4], to=r[5], value=int(r[6]),
+                                  data=r[7], gas=r[8], max_fee_per_gas=int(r[9]), max_priority_fee_per_gas=int(r[10]),
+                                  label=r[11], signed_at=r[12]) for r in cur.fetchall()]
+
+    def transactions(self, key: str) -> list[Any]:
+        return self._rows("WHERE key = ?", (key,))
+
+    def all_transactions(self) -> list[Any]:
+        return self._rows()
+
+    def last_nonce(self, sender: str) -> int | None:
+        row = self.db.execute("SELECT MAX(nonce) FROM chain_transactions WHERE lower(sender) = lower(?)",
+                              (sender,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def put_intent(self, key: str, intent: dict[str, Any]) -> None:
+        self._durable(
+            """INSERT INTO chain_intents (key, intent_json, updated_at) VALUES (?, ?, ?)
+               ON CONFLICT(key) DO UPDATE SET intent_json = excluded.intent_json, updated_at = excluded.updated_at""",
+            (key, _dumps(intent), iso(utc_now())))
+
+    def intent(self, key: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT intent_json FROM chain_intents WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def intent_keys(self, prefix: str = "") -> list[str]:
+        # substr, not LIKE: LIKE is case-insensitive and treats _ and % as wildcards.
+        return [row[0] for row in self.db.execute(
+            "SELECT key FROM chain_intents WHERE substr(key, 1, ?) = ? ORDER BY id", (len(prefix), prefix))]

@@ -138,3 +138,37 @@ def test_snapshot_retention_keeps_recent_rows_and_one_per_hour(tmp_path: Path, m
     assert 50 <= count <= 50 + 10 + 10  # retention + hourly keepers + rows since the last prune
     latest = store.latest_snapshot(run_id)
     assert latest is not None and latest["sim_time"] == "2025-01-01T09:59:00.000Z"
+
+
+def test_chain_journal_keeps_signed_transactions_and_intents_across_reopen(tmp_path: Path) -> None:
+    from basis_live.store import StoreJournal
+    from basis_live.venues.transactions import SignedTransaction
+
+    path = tmp_path / "state.db"
+    store = Store.open(path)
+    journal = StoreJournal(store)
+
+    def signed(key: str, nonce: int, tx_hash: str) -> SignedTransaction:
+        return SignedTransaction(key=key, sender="0xAbC0000000000000000000000000000000000001", nonce=nonce,
+                                 tx_hash=tx_hash, raw="0x02f8", to="0x00000000000000000000000000000000000000aa",
+                                 value=10**18, data="0x", gas=21000, max_fee_per_gas=30 * 10**9,
+                                 max_priority_fee_per_gas=10**9, label="supply", signed_at="2026-01-01T00:00:00.000+00:00")
+
+    journal.record_signed(signed("aave_v3/bl1/action", 7, "0x01"))
+    journal.record_signed(signed("aave_v3/bl1/action", 7, "0x02"))  # a fee-bumped replacement
+    journal.record_signed(signed("wallet/bl2/action", 8, "0x03"))
+    journal.put_intent("aave_v3/bl1", {"symbol": "USDT", "side": "buy", "quantity": "100"})
+    journal.put_intent("aave_v3_x/bl9", {"symbol": "WETH"})
+    journal.put_intent("aave_v3/bl1", {"symbol": "USDT", "side": "buy", "quantity": "100", "done": True})
+    store.close()
+
+    reopened = StoreJournal(Store.open(path))
+    assert [tx.tx_hash for tx in reopened.transactions("aave_v3/bl1/action")] == ["0x01", "0x02"]
+    assert reopened.transactions("aave_v3/bl1/action")[1] == signed("aave_v3/bl1/action", 7, "0x02")
+    assert reopened.last_nonce("0xabc0000000000000000000000000000000000001") == 8
+    assert reopened.last_nonce("0x0000000000000000000000000000000000000002") is None
+    assert reopened.intent("aave_v3/bl1") == {"symbol": "USDT", "side": "buy", "quantity": "100", "done": True}
+    # Prefixes are exact: "aave_v3/" does not match "aave_v3_x/" (no LIKE wildcards) nor other cases.
+    assert reopened.intent_keys("aave_v3/") == ["aave_v3/bl1"]
+    assert reopened.intent_keys("AAVE_V3/") == []
+    assert reopened.intent_keys() == ["aave_v3/bl1", "aave_v3_x/bl9"]
