@@ -39,8 +39,30 @@ fetched or cancelled by client id): each increase of an order's filled quantity 
 fee), id ``<client id>:<filled after>``. Open orders are polled by ``fetch_fills``. The cursor is
 the index into this object's fill journal (in-process, like the paper venues).
 
-Funding (``fetch_ledger``): not implemented; always ``([], since)`` (the peer has no
-funding/income endpoint: binance /fapi/v1/income, bybit transaction-log, okx account/bills).
+Funding (``fetch_ledger``): the funding payments of the configured perps, read with ccxt's unified
+``fetch_funding_history(symbol, since)`` one symbol at a time (binance ``GET /fapi/v1/income``
+incomeType FUNDING_FEE; bybit ``GET /v5/execution/list`` execType Funding; okx ``GET
+/api/v5/account/bills-archive`` type 8, to which we add ``instId`` and ``begin``, as ccxt sends
+neither). Each is a ``LedgerEntry`` of kind "funding": asset the settlement currency (USDT),
+amount signed (+ received, - paid) from the venue's raw field (binance ``income``, okx ``balChg``;
+bybit's ``execFee`` is a fee, positive when paid, so it is negated: ccxt 4.5 passes it through
+unchanged, the opposite sign of its binance and okx amounts), symbol the ccxt unified symbol, id
+``<venue>-funding-<the venue's id>`` (tranId, execId, billId).
+
+- **Polling.** The venue is asked at most once per ``funding_poll_seconds`` (default 60 s;
+  settlements come every 8 hours), except on the first call. A call in between returns what the
+  journal holds.
+- **Windows and the cursor.** Per symbol, a millisecond high-water mark: the time the last
+  successful poll started. The next poll asks from one hour (``FUNDING_OVERLAP_MS``) before it,
+  so a row the venue lists late is still found; the overlap comes back again and is dropped by
+  entry id. The first poll asks from when this venue object was created: funding settled before
+  belongs to positions this process did not hold yet (or was reported by an earlier process; the
+  engine's ledger keeps no ids across restarts). New entries go to an in-process journal, like the
+  fills; the cursor is the index into it, so each entry is returned exactly once.
+- **Failures.** A symbol whose read fails (after the usual retries) is logged and asked again at
+  the next poll from the same high-water mark: its payments come late, never lost, and a failing
+  funding endpoint does not fail ``fetch_ledger`` (the engine reads fills and ledger together and
+  would drop both).
 """
 
 from __future__ import annotations
@@ -83,6 +105,17 @@ TRANSIENT = (ccxt.NetworkError, ccxt.BadResponse)
 RATE_LIMITED = (ccxt.DDoSProtection, ccxt.RateLimitExceeded)
 #: ccxt's precision modes (ccxt.base.decimal_to_precision).
 DECIMAL_PLACES, SIGNIFICANT_DIGITS, TICK_SIZE = 2, 3, 4
+#: How often ``fetch_ledger`` asks the venues for funding payments (seconds). Funding settles every
+#: 8 hours; asking more often only spends rate-limit weight (binance's income history weighs 30).
+DEFAULT_FUNDING_POLL_SECONDS = 60.0
+#: Each funding poll asks again from this long (ms) before the previous poll started, for rows a
+#: venue lists with a delay; rows seen twice are dropped by entry id.
+FUNDING_OVERLAP_MS = 3600 * 1000
+#: A funding poll's window never starts more than this (ms) before the time it advances to: bybit
+#: answers at most 7 days from ``startTime``; after a longer outage the polls catch up in steps.
+FUNDING_MAX_WINDOW_MS = 6 * 24 * 3600 * 1000
+#: Rows asked for per funding request (binance allows 1000, bybit and okx 100).
+FUNDING_PAGE = {"binance": 1000, "bybit": 100, "okx": 100}
 
 
 class UnknownSymbolError(VenueError):
@@ -164,6 +197,10 @@ def _norm(value: Decimal) -> Decimal:
     return normal.quantize(Decimal(1)) if normal == normal.to_integral_value() else normal
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def _ms_to_datetime(ms: Any) -> datetime:
     if isinstance(ms, (int, float)) and ms > 0:
         return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
@@ -228,10 +265,14 @@ class _Seen:
 
 
 class CcxtVenue(Venue):
-    """One exchange account through a ccxt async exchange object (binance, bybit or okx)."""
+    """One exchange account through a ccxt async exchange object (binance, bybit or okx).
+
+    ``funding_poll_seconds``: ``fetch_ledger`` asks the venue for funding payments at most this
+    often (default ``DEFAULT_FUNDING_POLL_SECONDS``, 60 s); 0 asks on every call."""
 
     def __init__(self, exchange: Any, name: str, symbols: list[str] | tuple[str, ...],
-                 retry: RetrySettings | None = None) -> None:
+                 retry: RetrySettings | None = None, *,
+                 funding_poll_seconds: float = DEFAULT_FUNDING_POLL_SECONDS) -> None:
         if not symbols:
             raise ValueError(f"{name}: no symbols to trade")
         self.exchange = exchange
@@ -249,6 +290,14 @@ class CcxtVenue(Venue):
         self._instruments: dict[str, Instrument] | None = None
         self._seen: dict[str, _Seen] = {}  # our orders by client id
         self._fills: list[Fill] = []
+        # funding (see the module docstring): the journal, its ids, per-symbol high-water marks
+        self.funding_poll_seconds = funding_poll_seconds
+        self._ledger: list[LedgerEntry] = []
+        self._ledger_ids: set[str] = set()
+        self._funding_hwm: dict[str, int] = {}  # perp symbol -> ms the venue was last asked up to
+        self._funding_floor_ms = _now_ms()  # payments before this venue object existed are not ours
+        self._funding_polled_at: float | None = None  # time.monotonic() of the last poll
+        self._funding_lock = asyncio.Lock()
 
     # ---- retrying reads ------------------------------------------------------------------------
 
@@ -771,9 +820,95 @@ class CcxtVenue(Venue):
                     self._observe(*found)
         return self._fills[since:], len(self._fills)
 
+    def _funding_due(self) -> bool:
+        return (self._funding_polled_at is None
+                or time.monotonic() - self._funding_polled_at >= self.funding_poll_seconds)
+
     async def fetch_ledger(self, since: int = 0) -> tuple[list[LedgerEntry], int]:
-        """Funding payments are not read yet (see the module docstring): nothing, same cursor."""
-        return [], since
+        """Funding payments of our perps after cursor ``since`` (an index into this object's
+        journal). The venue is asked first unless it was asked less than ``funding_poll_seconds``
+        ago; a read that fails is logged and retried at the next poll (module docstring)."""
+        if self._funding_due():
+            async with self._funding_lock:
+                if self._funding_due():  # not polled meanwhile by a concurrent call
+                    await self._poll_funding()
+        return self._ledger[since:], len(self._ledger)
+
+    async def _poll_funding(self) -> None:
+        started = _now_ms()
+        try:
+            await self._ensure_ready()
+            perps = [(symbol, self._market(symbol)) for symbol in self.symbols]
+        except VenueError as exc:
+            log.warning("%s: funding payments not read (%s); asking again at the next poll", self.name, exc)
+            perps = []
+        for symbol, market in perps:
+            if not (market.get("swap") and market.get("linear")):
+                continue
+            try:
+                await self._poll_funding_of(symbol, market, started)
+            except VenueError as exc:
+                log.warning("%s: funding payments of %s not read (%s); asking again at the next poll",
+                            self.name, symbol, exc)
+        self._funding_polled_at = time.monotonic()
+
+    async def _poll_funding_of(self, symbol: str, market: dict[str, Any], started: int) -> None:
+        """Journal the funding payments of one perp listed since its high-water mark (less the
+        overlap), then move the mark to when this poll started."""
+        hwm = self._funding_hwm.get(symbol, self._funding_floor_ms)
+        since = max(self._funding_floor_ms, hwm - FUNDING_OVERLAP_MS)
+        exchange_id = self.exchange.id
+        page = FUNDING_PAGE.get(exchange_id, 100)
+        limit: int | None = page
+        params: dict[str, Any] = {}
+        if exchange_id == "bybit":
+            # ccxt sends its limit as ``size``, which v5 ignores (its page size is ``limit``, default 50)
+            limit, params = None, {"limit": page}
+        elif exchange_id == "okx":
+            # ccxt's okx fetch_funding_history sends neither an instrument nor a start time: it reads
+            # the latest 100 funding bills of all USDT swaps and filters them by symbol and time itself
+            params = {"instId": market["id"], "begin": str(since)}
+        rows = await self._read(f"fetch_funding_history {symbol}",
+                                lambda: self.exchange.fetch_funding_history(symbol, since, limit, params))
+        if len(rows) >= page:
+            log.warning("%s: a full page of %d funding rows for %s since %d: older ones may be missing",
+                        self.name, len(rows), symbol, since)
+        for row in sorted(rows, key=lambda r: r.get("timestamp") or 0):
+            if row.get("symbol") != symbol:  # not expected (the request names the symbol), not ours
+                continue
+            entry = self._funding_entry(row, symbol, market)
+            if entry is None:
+                log.warning("%s: funding row not understood, skipped: %s", self.name, str(row.get("info"))[:300])
+                continue
+            if row["timestamp"] < self._funding_floor_ms or entry.entry_id in self._ledger_ids:
+                continue
+            self._ledger_ids.add(entry.entry_id)
+            self._ledger.append(entry)
+        self._funding_hwm[symbol] = max(hwm, min(started, since + FUNDING_MAX_WINDOW_MS))
+
+    def _funding_entry(self, row: dict[str, Any], symbol: str, market: dict[str, Any]) -> LedgerEntry | None:
+        """A ccxt funding history row as a LedgerEntry (amount + received), None if unusable. The
+        amount comes from the venue's own field, not ccxt's float ``amount``, whose sign differs
+        by venue (bybit: the fee, positive when paid)."""
+        info = row.get("info") if isinstance(row.get("info"), dict) else {}
+        exchange_id = self.exchange.id
+        asset = row.get("code")
+        if exchange_id == "binance":
+            amount = _dec(info.get("income"))
+        elif exchange_id == "bybit":
+            fee = _dec(info.get("execFee"))
+            amount = None if fee is None else -fee
+            asset = market.get("settle")  # ccxt names every non-inverse funding row "USDT"
+        elif exchange_id == "okx":  # as ccxt: the balance change, else the position balance change
+            amount = _dec(info.get("balChg")) or _dec(info.get("posBalChg"))
+        else:
+            amount = _dec(row.get("amount"))
+        venue_id, timestamp = row.get("id"), row.get("timestamp")
+        if amount is None or venue_id in (None, "") or not isinstance(timestamp, int) or timestamp <= 0:
+            return None
+        return LedgerEntry(entry_id=f"{self.name}-funding-{venue_id}", venue=self.name, kind="funding",
+                           asset=str(asset or market.get("settle") or market["quote"]), amount=_norm(amount),
+                           timestamp=_ms_to_datetime(timestamp), symbol=symbol)
 
     async def close(self) -> None:
         await self.exchange.close()

@@ -4,13 +4,15 @@ and leverage.
 
 Shapes follow Binance's API docs (developers.binance.com: spot "General endpoints", "Trading
 endpoints", "Account endpoints"; USDⓈ-M "Exchange Information", "New Order", "Query Order",
-"Account Information V3", "Position Information V3", "Mark Price", "Notional and Leverage Brackets")
-and what ccxt 4.5's ``binance.parse_market / parse_order / parse_balance_custom /
-parse_position_risk / parse_funding_rate / handle_errors`` read. Prices and quantities are strings,
+"Account Information V3", "Position Information V3", "Mark Price", "Notional and Leverage Brackets",
+"Get Income History") and what ccxt 4.5's ``binance.parse_market / parse_order / parse_balance_custom /
+parse_position_risk / parse_funding_rate / parse_income / handle_errors`` read. Prices and quantities are strings,
 ids and times are JSON numbers; errors are ``{"code": -NNNN, "msg": ...}`` with HTTP 4xx.
 
 Two wallets, as on Binance: the spot account (per-asset free/locked) and the USDⓈ-M futures
-account (USDT wallet, cross-margined one-way positions).
+account (USDT wallet, cross-margined one-way positions). The futures account's income history
+(``/fapi/v1/income``) lists a FUNDING_FEE row per funding settlement and a COMMISSION row (plus a
+REALIZED_PNL row when it closed something) per perp fill; transfers are not modelled.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ FUTURES_REJECTS = {
     "price_filter": (-4014, "Price not increased by tick size."),
     "reduce_only": (-2022, "ReduceOnly Order is rejected."),
 }
+DAY_MS = 24 * 3600 * 1000
+#: tranId bases: funding rows count from the first, a fill's rows from the second (x10 + kind).
+FUNDING_TRAN_IDS, FILL_TRAN_IDS = 3300000000000, 3100000000000
 RATE_LIMITS = [
     {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
     {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
@@ -92,6 +97,7 @@ class BinanceApi(VenueApi):
         self.add("GET", "/fapi/v3/account", "account", self._futures_account, True)
         self.add("GET", "/fapi/v3/positionRisk", "position_risk", self._position_risk, True)
         self.add("GET", "/fapi/v1/premiumIndex", "premium_index", self._premium_index)
+        self.add("GET", "/fapi/v1/income", "income", self._income, True)
         self.add("GET", "/fapi/v1/leverageBracket", "leverage_bracket", self._leverage_bracket, True)
         self.add("POST", "/fapi/v1/leverage", "set_leverage", self._set_leverage, True)
         self.add("POST", "/fapi/v1/marginType", "set_margin_type", self._set_margin_type, True)
@@ -281,6 +287,46 @@ class BinanceApi(VenueApi):
                 "totalCrossUnPnl": fmt(upnl), "availableBalance": available,
                 "maxWithdrawAmount": available, "assets": [asset],
                 "positions": [self._position(i) for i in self._active_perps()]}
+
+    def _income_rows(self) -> list[dict]:
+        """The futures account's income history, oldest first."""
+        rows = []
+        for pay in self.ledger.fundings:
+            rows.append({"symbol": pay.inst.venue_id, "incomeType": "FUNDING_FEE", "income": f8(pay.amount),
+                         "asset": pay.inst.quote, "info": "FUNDING_FEE", "time": pay.ts,
+                         "tranId": FUNDING_TRAN_IDS + pay.seq, "tradeId": ""})
+        for order in self.ledger.orders:
+            inst = order.inst
+            if not inst.perp:
+                continue
+            for fill in order.fills:
+                common = {"symbol": inst.venue_id, "asset": inst.quote, "time": fill.ts,
+                          "tradeId": str(fill.trade_id)}
+                if fill.realized:
+                    rows.append({**common, "incomeType": "REALIZED_PNL", "income": f8(fill.realized),
+                                 "info": "REALIZED_PNL", "tranId": FILL_TRAN_IDS + fill.trade_id * 10 + 1})
+                rows.append({**common, "incomeType": "COMMISSION", "income": f8(-fill.fee),
+                             "info": "COMMISSION", "tranId": FILL_TRAN_IDS + fill.trade_id * 10 + 2})
+        rows.sort(key=lambda row: (row["time"], row["tranId"]))
+        return rows
+
+    def _income(self, request: ApiRequest) -> list:
+        """"Get Income History": startTime / endTime inclusive; neither sent = the last 7 days;
+        oldest first, the first ``limit`` (default 100, max 1000) of the range."""
+        params = request.params
+        inst = self._inst(FUTURES, params.get("symbol"), required=False)
+        income_type = params.get("incomeType")
+        start, end = decimal_param(params.get("startTime")), decimal_param(params.get("endTime"))
+        limit = decimal_param(params.get("limit")) or D(100)
+        if not 1 <= limit <= 1000 or limit != limit.to_integral_value():
+            raise error(-1130, "Data sent for parameter 'limit' is not valid.")
+        if start is None and end is None:
+            start = D(now_ms() - 7 * DAY_MS)
+        rows = [row for row in self._income_rows()
+                if (inst is None or row["symbol"] == inst.venue_id)
+                and income_type in (None, row["incomeType"])
+                and (start is None or row["time"] >= start) and (end is None or row["time"] <= end)]
+        return rows[:int(limit)]
 
     def _active_perps(self) -> list[Instrument]:
         """V3 lists only symbols with a position or open orders."""

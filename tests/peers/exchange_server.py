@@ -9,6 +9,7 @@ and the Python control API the tests drive:
     with ExchangePeer() as peer:
         peer.url("okx")                                  # "http://127.0.0.1:PORT"
         peer.set_price("okx", "BTC/USDT:USDT", 61000)    # moves the book, fills resting orders
+        peer.settle_funding("okx", "BTC/USDT:USDT")      # books funding, listed in the bills
         peer.drop_response("bybit", op="create_order")   # accept-then-drop, once
         peer.requests("bybit", op="create_order")        # what reached the venue
 
@@ -244,11 +245,14 @@ class ExchangePeer:
         with ledger.lock:
             ledger.funding_rate[symbol] = Decimal(str(rate))
 
-    def settle_funding(self, venue: str, symbol: str) -> Decimal:
-        """Book one funding payment on the position in ``symbol``; returns the amount booked."""
+    def settle_funding(self, venue: str, symbol: str, at_ms: int | None = None) -> Decimal:
+        """Book one funding payment on the position in ``symbol`` at the current mid and funding
+        rate; returns the amount booked (+ received). The venue lists it in its income history
+        (binance ``/fapi/v1/income``, bybit ``/v5/execution/list``, okx ``/api/v5/account/bills``
+        and ``bills-archive``), stamped ``at_ms`` (default now). A flat position books nothing."""
         ledger = self.apis[venue].ledger
         with ledger.lock:
-            return ledger.settle_funding(symbol)
+            return ledger.settle_funding(symbol, at_ms)
 
     def set_balance(self, venue: str, asset: str, amount: Decimal | float | str,
                     wallet: str | None = None) -> None:

@@ -18,6 +18,10 @@ Model (deliberately small, documented so tests know what to expect):
 * Spot buys pay the fee in the base currency, spot sells in the quote currency, perps in the quote
   currency (as all three venues do without fee-token discounts).
 * Reduce-only orders fill at most the open position; the rest is killed.
+* Funding is settled only when a test asks (``settle_funding``): the position pays or receives
+  |position| x mid x rate in the quote currency (longs pay shorts when the rate is positive), and
+  the payment is journaled as a ``FundingPayment`` (each venue serves it as its own income / bill
+  row). A flat position books nothing, as on the venues.
 """
 
 from __future__ import annotations
@@ -87,6 +91,9 @@ class Fill:
     fee_asset: str
     maker: bool
     ts: int
+    realized: Decimal = ZERO  # perps: PnL this fill realised, in the quote currency
+    closed: Decimal = ZERO  # perps: the part of qty that reduced the position
+    balance: Decimal = ZERO  # perps: the quote wallet balance once this fill was booked
 
 
 @dataclass
@@ -123,6 +130,20 @@ class Order:
         if not self.filled:
             return ZERO
         return self.cum_quote / (self.filled * self.inst.contract_size)
+
+
+@dataclass(frozen=True)
+class FundingPayment:
+    """One funding settlement on one position, as the account's income history records it."""
+
+    seq: int  # 1, 2, ... per ledger: each venue derives its row ids from it
+    inst: Instrument
+    position: Decimal  # signed, order units, at the settlement
+    mark: Decimal
+    rate: Decimal
+    amount: Decimal  # booked to the wallet: + received, - paid
+    balance: Decimal  # the quote wallet balance once it was booked
+    ts: int
 
 
 @dataclass
@@ -165,10 +186,12 @@ class Ledger:
         self.margin_mode = {symbol: "cross" for symbol in perps}
         self.positions = {symbol: Position() for symbol in perps}
         self.orders: list[Order] = []
+        self.fundings: list[FundingPayment] = []
         self.partial_fills: list[Decimal] = []  # fault: fractions for the next taker executions
         self.forced_rejects = 0  # fault: next orders rejected for lack of funds
         self._order_ids = order_ids
         self._trade_ids = itertools.count(100001)
+        self._funding_seq = itertools.count(1)
 
     # ---- market data -------------------------------------------------------------------------
 
@@ -193,13 +216,20 @@ class Ledger:
     def next_funding_ms() -> int:
         return (now_ms() // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS
 
-    def settle_funding(self, symbol: str) -> Decimal:
-        """Book one funding payment at mid: longs pay shorts when the rate is positive. Returns
-        the amount booked to the wallet (negative = paid)."""
+    def settle_funding(self, symbol: str, ts: int | None = None) -> Decimal:
+        """Book one funding payment at mid (the mark): longs pay shorts when the rate is positive.
+        Returns the amount booked to the wallet (negative = paid); zero, and nothing journaled,
+        for a flat position. ``ts`` (ms) stamps the payment; now by default."""
         inst = self.instruments[symbol]
         pos = self.positions[symbol]
-        payment = -pos.qty * inst.contract_size * self.mid[symbol] * self.funding_rate[symbol]
-        self.balances[inst.wallet][inst.quote] += payment
+        if not pos.qty:
+            return ZERO
+        mark, rate = self.mid[symbol], self.funding_rate[symbol]
+        payment = -pos.qty * inst.contract_size * mark * rate
+        wallet = self.balances[inst.wallet]
+        wallet[inst.quote] = wallet.get(inst.quote, ZERO) + payment
+        self.fundings.append(FundingPayment(next(self._funding_seq), inst, pos.qty, mark, rate, payment,
+                                            wallet[inst.quote], now_ms() if ts is None else ts))
         return payment
 
     # ---- queries -----------------------------------------------------------------------------
@@ -355,9 +385,10 @@ class Ledger:
         wallet = self.balances[inst.wallet]
         rate = inst.maker_fee if maker else inst.taker_fee
         notional = qty * inst.contract_size * price
+        realized = closed = ZERO
         if inst.perp:
             fee, fee_asset = notional * rate, inst.quote
-            realized = self._move_position(inst, qty if order.side == "buy" else -qty, price)
+            realized, closed = self._move_position(inst, qty if order.side == "buy" else -qty, price)
             wallet[inst.quote] = wallet.get(inst.quote, ZERO) + realized - fee
         elif order.side == "buy":
             fee, fee_asset = qty * rate, inst.base
@@ -371,17 +402,19 @@ class Ledger:
         order.cum_quote += notional
         order.fee += fee
         order.fee_asset = fee_asset
-        order.fills.append(Fill(next(self._trade_ids), price, qty, fee, fee_asset, maker, now_ms()))
+        order.fills.append(Fill(next(self._trade_ids), price, qty, fee, fee_asset, maker, now_ms(), realized,
+                                closed, wallet.get(inst.quote, ZERO) if inst.perp else ZERO))
 
-    def _move_position(self, inst: Instrument, signed: Decimal, price: Decimal) -> Decimal:
-        """Apply a fill to the net position; return the realised PnL in the quote currency."""
+    def _move_position(self, inst: Instrument, signed: Decimal, price: Decimal) -> tuple[Decimal, Decimal]:
+        """Apply a fill to the net position; return the realised PnL in the quote currency and
+        the quantity (order units) that reduced the position."""
         pos = self.positions[inst.symbol]
         pos.updated_ms = now_ms()
         if pos.qty == 0 or (pos.qty > 0) == (signed > 0):
             new_qty = pos.qty + signed
             pos.entry = (abs(pos.qty) * pos.entry + abs(signed) * price) / abs(new_qty)
             pos.qty = new_qty
-            return ZERO
+            return ZERO, ZERO
         direction = 1 if pos.qty > 0 else -1
         closing = min(abs(signed), abs(pos.qty))
         realized = closing * inst.contract_size * (price - pos.entry) * direction
@@ -391,4 +424,4 @@ class Ledger:
         elif (pos.qty > 0) != (direction > 0):
             pos.entry = price  # flipped through zero: the rest opens at this price
         pos.realized += realized
-        return realized
+        return realized, closing

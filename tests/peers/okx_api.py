@@ -1,16 +1,24 @@
 """OKX v5 REST for a single-currency-margin trading account, the subset ccxt's async ``okx`` class
-calls for load_markets, balance, positions, ticker, mark price, funding rate, orders and leverage.
+calls for load_markets, balance, positions, ticker, mark price, funding rate, orders, leverage and
+the account bills (funding fees and swap trades).
 
 Shapes follow OKX's v5 docs (okx.com/docs-v5/en: "Get instruments", "Get ticker", "Get mark
 price", "Get funding rate", "Get balance", "Get positions", "Place order", "Place multiple orders",
 "Get order details", "Get order list", "Cancel order", "Cancel multiple orders", "Set leverage",
-"Get account configuration", "REST authentication", "Error codes") and what ccxt 4.5's
-``okx.parse_market / parse_trading_balance / parse_position / parse_order / parse_funding_rate /
-sign / handle_errors`` read. Every answer is ``{"code": "0", "msg": "", "data": [...]}``; numbers
+"Get account configuration", "Get bills details (last 7 days / last 3 months)", "REST
+authentication", "Error codes") and what ccxt 4.5's ``okx.parse_market / parse_trading_balance /
+parse_position / parse_order / parse_funding_rate / fetch_funding_history / sign / handle_errors``
+read. Every answer is ``{"code": "0", "msg": "", "data": [...]}``; numbers
 and times are strings; order endpoints report per-order ``sCode``/``sMsg`` with a top-level code
 "1" (all failed) or "2" (some failed); auth errors come with HTTP 401.
 
 Swaps trade in contracts (``ctVal`` base units each): BTC-USDT-SWAP 0.01 BTC, ETH-USDT-SWAP 0.1 ETH.
+
+Bills: a funding settlement is a type 8 bill (subType 173 expense / 174 income; balChg and pnl the
+signed amount, sz the position in contracts, px the mark); a swap fill is a type 2 bill (subType 3
+open long, 4 open short, 5 close long, 6 close short; balChg = pnl + fee). Spot trades and
+transfers book no bills here. Bill ids grow with time, as OKX's do (``after`` / ``before`` page by
+them).
 Demo-trading keys: private calls must carry ``x-simulated-trading: 1`` (ccxt's sandbox mode sets
 it), as OKX rejects a demo key without it.
 """
@@ -26,11 +34,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .ledger import Instrument, Ledger, Order, Reject, fmt, now_ms
+from .ledger import Fill, FundingPayment, Instrument, Ledger, Order, Reject, fmt, now_ms
 from .venue_common import ApiRequest, Credentials, Response, VenueApi, VenueError, decimal_param, truthy
 
 D = Decimal
 TRADING = "trading"
+DAY_MS = 24 * 3600 * 1000
 CLIENT_ID = re.compile(r"[A-Za-z0-9]{1,32}")
 
 INSTRUMENTS = [
@@ -85,6 +94,8 @@ class OkxApi(VenueApi):
         self.add("GET", "/api/v5/account/config", "account_config", self._config, True)
         self.add("GET", "/api/v5/account/balance", "balance", self._balance, True)
         self.add("GET", "/api/v5/account/positions", "positions", self._positions, True)
+        self.add("GET", "/api/v5/account/bills", "bills", self._bills(7 * DAY_MS), True)
+        self.add("GET", "/api/v5/account/bills-archive", "bills_archive", self._bills(92 * DAY_MS), True)
         self.add("POST", "/api/v5/account/set-leverage", "set_leverage", self._set_leverage, True)
         self.add("POST", "/api/v5/trade/order", "create_order", self._create_order, True)
         self.add("POST", "/api/v5/trade/batch-orders", "create_order", self._batch_orders, True)
@@ -285,6 +296,81 @@ class OkxApi(VenueApi):
                 "realizedPnl": fmt(pos.realized), "pnl": fmt(pos.realized), "fee": "0", "fundingFee": "0",
                 "tradeId": "", "uTime": str(pos.updated_ms), "upl": fmt(upl), "uplLastPx": fmt(upl),
                 "uplRatio": upl_ratio, "uplRatioLastPx": upl_ratio, "usdPx": "", "closeOrderAlgo": []}
+
+    # ---- bills -------------------------------------------------------------------------------
+
+    BILL_FIELDS = ("bal", "balChg", "billId", "ccy", "clOrdId", "earnAmt", "earnApr", "execType", "fee",
+                   "fillFwdPx", "fillIdxPx", "fillMarkPx", "fillMarkVol", "fillPxUsd", "fillPxVol", "fillTime",
+                   "from", "instId", "instType", "interest", "mgnMode", "notes", "ordId", "pnl", "posBal",
+                   "posBalChg", "px", "subType", "sz", "tag", "to", "tradeId", "ts", "type")
+
+    @staticmethod
+    def _bill_id(ts: int, kind: int, n: int) -> str:
+        """18-19 digits that sort as the bills happened."""
+        return str(ts * 1_000_000 + kind * 100_000 + n % 100_000)
+
+    def _funding_bill(self, pay: FundingPayment) -> dict:
+        inst = pay.inst
+        return {**dict.fromkeys(self.BILL_FIELDS, ""), "bal": fmt(pay.balance), "balChg": fmt(pay.amount),
+                "billId": self._bill_id(pay.ts, 2, pay.seq), "ccy": inst.quote, "fee": "0",
+                "instId": inst.venue_id, "instType": "SWAP", "interest": "0",
+                "mgnMode": self.ledger.margin_mode[inst.symbol], "pnl": fmt(pay.amount), "posBal": "0",
+                "posBalChg": "0", "px": fmt(pay.mark), "subType": "174" if pay.amount >= 0 else "173",
+                "sz": fmt(abs(pay.position)), "ts": str(pay.ts), "type": "8"}
+
+    def _trade_bill(self, order: Order, fill: Fill) -> dict:
+        inst = order.inst
+        if fill.closed:
+            sub_type = "6" if order.side == "buy" else "5"  # close short / close long
+        else:
+            sub_type = "3" if order.side == "buy" else "4"  # open long / open short
+        return {**dict.fromkeys(self.BILL_FIELDS, ""), "bal": fmt(fill.balance),
+                "balChg": fmt(fill.realized - fill.fee), "billId": self._bill_id(fill.ts, 1, fill.trade_id),
+                "ccy": inst.quote, "clOrdId": order.client_id, "execType": "M" if fill.maker else "T",
+                "fee": fmt(-fill.fee), "fillIdxPx": fmt(fill.price), "fillMarkPx": fmt(fill.price),
+                "fillTime": str(fill.ts), "instId": inst.venue_id, "instType": "SWAP", "interest": "0",
+                "mgnMode": order.extra["tdMode"], "ordId": order.order_id, "pnl": fmt(fill.realized),
+                "posBal": "0", "posBalChg": "0", "px": fmt(fill.price), "subType": sub_type,
+                "sz": fmt(fill.qty), "tag": "", "tradeId": str(fill.trade_id), "ts": str(fill.ts), "type": "2"}
+
+    def _bills(self, keep_ms: int):
+        """"Get bills details": newest first, at most ``limit`` (default and max 100); filters
+        instType, instId, ccy, mgnMode, ctType, type, subType; ``begin`` / ``end`` bound ts
+        (inclusive); ``after`` / ``before`` page by bill id (older / newer than it). ``keep_ms``:
+        how far back the endpoint reaches (7 days; 3 months for bills-archive)."""
+        def handler(request: ApiRequest) -> dict:
+            params = request.params
+            inst_type = params.get("instType")
+            if inst_type not in (None, "SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION"):
+                raise error("51000", "Parameter instType error")
+            wanted = self._inst(params.get("instId"), required=False)
+            limit = decimal_param(params.get("limit")) or D(100)
+            if not 1 <= limit <= 100 or limit != limit.to_integral_value():
+                raise error("51000", "Parameter limit error")
+            begin, end = decimal_param(params.get("begin")), decimal_param(params.get("end"))
+            after, before = decimal_param(params.get("after")), decimal_param(params.get("before"))
+            oldest = now_ms() - keep_ms
+            bills = [self._funding_bill(pay) for pay in self.ledger.fundings]
+            bills += [self._trade_bill(order, fill) for order in self.ledger.orders if order.inst.perp
+                      for fill in order.fills]
+            matches = {"instType": inst_type, "instId": wanted.venue_id if wanted else None,
+                       "ccy": params.get("ccy"), "mgnMode": params.get("mgnMode"), "type": params.get("type"),
+                       "subType": params.get("subType")}
+            listed = []
+            for bill in bills:
+                ts, bill_id = int(bill["ts"]), int(bill["billId"])
+                if any(value not in (None, bill[key]) for key, value in matches.items()):
+                    continue
+                if params.get("ctType") not in (None, "linear"):  # every swap here is linear
+                    continue
+                if ts < oldest or (begin is not None and ts < begin) or (end is not None and ts > end):
+                    continue
+                if (after is not None and bill_id >= after) or (before is not None and bill_id <= before):
+                    continue
+                listed.append(bill)
+            listed.sort(key=lambda bill: int(bill["billId"]), reverse=True)
+            return ok(listed[:int(limit)])
+        return handler
 
     def _set_leverage(self, request: ApiRequest) -> dict:
         params = request.params
