@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from basis_live.errors import EngineInitError
 from basis_live.venues.base import Venue
@@ -74,18 +74,18 @@ def build_live_venues(strategy: "StrategyConfig", environment: str,
 async def validate_live_clients(strategy: "StrategyConfig", environment: str,
                                 env: Mapping[str, str] | None = None) -> list["ClientCheck"]:
     """Every client the strategy needs, checked in parallel (see ``validate_cex_client``)."""
-    from basis_live.venues.cex_clients import ClientCheck, api_url_override, validate_cex_client
+    from basis_live.venues.cex_clients import api_url_override, validate_cex_client
 
     env = os.environ if env is None else env
     enabled = enabled_venues(strategy)
     jobs = [validate_cex_client(name, environment, api_url_override(environment, name, strategy.venues[name].api_url,
                                                                     env), env)
             for name in enabled if name in CEX_VENUES]
-    results: list[Any] = [check for checks in await asyncio.gather(*jobs) for check in checks]
-    results += [ClientCheck(name, "client", False, "on-chain clients cannot be validated yet (live web3 venues are "
-                                                   "not wired into runs)")
-                for name in enabled if name not in CEX_VENUES]
-    return results
+    if any(name not in CEX_VENUES for name in enabled):
+        from basis_live.venues.chain_clients import validate_chain_client
+
+        jobs.append(validate_chain_client(strategy, environment, env))
+    return [check for checks in await asyncio.gather(*jobs) for check in checks]
 
 
 def failed_checks(checks: list["ClientCheck"]) -> list[str]:
