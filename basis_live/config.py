@@ -138,6 +138,8 @@ class ExecutionConfig(StrictModel):
     - account_refresh_seconds: live only: the risk watchdog re-reads venue accounts at most this
       often (5 s) and revalues the last read at every fresh price in between (positions are marked
       to the snapshot's mark prices); strategy ticks and trades always read fresh accounts.
+    - funding_poll_seconds: live only: how often each exchange is asked for new funding payments
+      and commissions (60 s; settlements come every 8 hours).
     - capital_tolerance: live only: how far (0.01 = 1%) the equity found on the venues at start may
       differ from ``--capital`` (the engine sizes from the accounts' equity, so the accounts must be
       dedicated to the run).
@@ -153,6 +155,7 @@ class ExecutionConfig(StrictModel):
     venue_timeout_seconds: float = Field(10.0, gt=0, le=300)
     account_refresh_seconds: float = Field(5.0, ge=0, le=300)
     capital_tolerance: float = Field(0.01, ge=0, le=1)
+    funding_poll_seconds: float = Field(60.0, ge=0, le=3600)
     slippage: list[SlippageBucket] = Field(
         default_factory=lambda: [
             SlippageBucket(max_notional=10_000, bps=5),

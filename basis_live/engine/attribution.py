@@ -144,7 +144,7 @@ class PnLAttribution:
                 moves["slippage"] += (mark - fill.price) * signed
         for entry in self._ledger:
             value = entry.amount * price_usdt(entry.asset, now)
-            moves["funding" if entry.kind == "funding" else "gas"] += value
+            moves[{"funding": "funding", "fee": "fees"}.get(entry.kind, "gas")] += value
         book = holdings(accounts, now)
         value_now = book_value(book, now)
         # Convert to the share class at today's price; the old book's USDT value also moves with

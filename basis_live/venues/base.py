@@ -161,7 +161,7 @@ class LedgerEntry:
 
     entry_id: str
     venue: str
-    kind: Literal["funding", "gas", "deposit", "withdrawal"]
+    kind: Literal["funding", "fee", "gas", "deposit", "withdrawal"]  # fee: a trading fee not on the fill
     asset: str
     amount: Decimal  # signed: + received, - paid
     timestamp: datetime

@@ -59,6 +59,8 @@ unchanged, the opposite sign of its binance and okx amounts), symbol the ccxt un
   belongs to positions this process did not hold yet (or was reported by an earlier process; the
   engine's ledger keeps no ids across restarts). New entries go to an in-process journal, like the
   fills; the cursor is the index into it, so each entry is returned exactly once.
+- **binance USDⓈ-M commissions** come the same way, from the income history's COMMISSION rows
+  (``fee`` entries, negative = paid): binance's futures order reads carry no commission.
 - **Failures.** A symbol whose read fails (after the usual retries) is logged and asked again at
   the next poll from the same high-water mark: its payments come late, never lost, and a failing
   funding endpoint does not fail ``fetch_ledger`` (the engine reads fills and ledger together and
@@ -884,7 +886,29 @@ class CcxtVenue(Venue):
                 continue
             self._ledger_ids.add(entry.entry_id)
             self._ledger.append(entry)
+        if exchange_id == "binance":
+            await self._poll_binance_commissions(symbol, market, since)
         self._funding_hwm[symbol] = max(hwm, min(started, since + FUNDING_MAX_WINDOW_MS))
+
+    async def _poll_binance_commissions(self, symbol: str, market: dict[str, Any], since: int) -> None:
+        """binance USDⓈ-M order reads carry no commission (only a spot create answer does): the
+        futures fees come from the income history's COMMISSION rows, as ``fee`` ledger entries
+        (negative = paid), so the P&L attribution sees every fee the wallet paid."""
+        params = {"symbol": market["id"], "incomeType": "COMMISSION", "startTime": since,
+                  "limit": FUNDING_PAGE["binance"]}
+        rows = await self._read(f"income COMMISSION {symbol}", lambda: self.exchange.fapiPrivateGetIncome(params))
+        if len(rows) >= FUNDING_PAGE["binance"]:
+            log.warning("%s: a full page of commission rows for %s since %d: older ones may be missing",
+                        self.name, symbol, since)
+        for row in sorted(rows, key=lambda r: int(r.get("time") or 0)):
+            amount, when, tran_id = _dec(row.get("income")), int(row.get("time") or 0), row.get("tranId")
+            entry_id = f"{self.name}-fee-{tran_id}"
+            if amount is None or not tran_id or when < self._funding_floor_ms or entry_id in self._ledger_ids:
+                continue
+            self._ledger_ids.add(entry_id)
+            self._ledger.append(LedgerEntry(entry_id=entry_id, venue=self.name, kind="fee",
+                                            asset=str(row.get("asset") or market["settle"]), amount=_norm(amount),
+                                            timestamp=_ms_to_datetime(when), symbol=symbol))
 
     def _funding_entry(self, row: dict[str, Any], symbol: str, market: dict[str, Any]) -> LedgerEntry | None:
         """A ccxt funding history row as a LedgerEntry (amount + received), None if unusable. The

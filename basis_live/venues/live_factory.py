@@ -67,7 +67,8 @@ def build_live_venues(strategy: "StrategyConfig", environment: str,
     for name in names:
         exchange = create_exchange(name, environment, credentials[name],
                                    api_url_override(environment, name, strategy.venues[name].api_url, env), timeout_ms)
-        venues[name] = CcxtVenue(exchange, name, cex_symbols(strategy, name))
+        venues[name] = CcxtVenue(exchange, name, cex_symbols(strategy, name),
+                                 funding_poll_seconds=strategy.execution.funding_poll_seconds)
     return venues
 
 
