@@ -363,13 +363,3 @@ def test_deposits_and_withdrawals_are_flows_not_pnl(cli: Cli) -> None:
     bad = cli.run("deposit", run_id, "lots")
     assert bad.returncode == 2 and bad.stderr.startswith("error LT-001: amount must be a number")
     cli.run("stop", run_id)
-
-
-def test_withdrawals_are_refused_with_a_reason_where_a_mode_cannot_unwind_them_yet(cli: Cli) -> None:
-    engine = cli.start("usdt_market_neutral_no_leverage", "--capital", "100000", "--speed", "600")
-    run_id = cli.wait_running(engine)["run_id"]
-    result = cli.run("withdraw", run_id, "1000")
-    assert result.returncode == 1
-    assert "withdrawals are not supported yet for usdt_market_neutral_no_leverage" in result.stderr
-    assert Decimal(json.loads(cli.run("metrics", run_id, "--json").stdout)["net_flows"]) == 0
-    cli.run("stop", run_id)

@@ -281,3 +281,39 @@ def test_emergency_unwind_of_eth_leveraged_repays_before_withdrawing_and_leaves_
     assert [(o["venue"], o["instrument"], o["side"]) for o in unwind] == [
         ("aave_v3", "weETH-loop", "sell"), ("aave_v3", "weETH", "sell"), ("etherfi", "weETH", "sell")]
     assert all(o["status"] == "filled" for o in unwind)
+
+
+@pytest.mark.parametrize("strategy, capital", [
+    ("eth_leveraged", "10"),
+    ("usdt_market_neutral_no_leverage", "100000"),
+    ("usdt_market_neutral", "100000"),
+])
+def test_a_withdrawal_shrinks_every_leg_one_to_one_and_counts_as_a_flow(tmp_path: Path, strategy: str,
+                                                                         capital: str) -> None:
+    async def scenario():  # type: ignore[no-untyped-def]
+        harness = await build(tmp_path, strategy, capital, days=1)
+        for _ in range(3):
+            await harness.engine.tick()
+        before = harness.engine.view
+        amount = before.equity * Decimal("0.3")
+        message = await harness.engine.move_capital("withdraw", amount)
+        return harness, before, amount, message
+
+    harness, before, amount, message = run(scenario())
+    engine, after = harness.engine, harness.engine.view
+    moved = -engine.net_flows
+    assert message.startswith(f"withdraw of {moved.quantize(Decimal('10e-8'))}")
+    # All of it reached the wallet (less the few bps the freeing trades cost) and left the books.
+    assert moved == pytest.approx(amount, rel=Decimal("0.005"))
+    assert after.equity == pytest.approx(before.equity - moved, rel=Decimal("0.002"))
+    assert Decimal(engine.summary()["total_pnl"]) == pytest.approx(after.equity - (Decimal(capital) - moved),
+                                                                   abs=Decimal("1e-6"))
+    assert abs(Decimal(engine.attribution.as_dict()["gap"])) < Decimal(capital) * Decimal("0.0001")
+    strategy_config = engine.strategy
+    if strategy_config.leverage is not None:
+        collateral, debt = engine.mode.loop._book(after) if hasattr(engine.mode, "loop") else engine.mode._book(after)
+        target = Decimal(repr(strategy_config.leverage.target_ltv))
+        assert debt / collateral == pytest.approx(target, rel=Decimal("0.03"))  # back at target, not above
+        assert after.health_factor > 1.02
+    if strategy_config.market_neutral:
+        assert abs(after.net_delta) / after.gross_exposure < Decimal(repr(strategy_config.delta_tolerance)) * 2

@@ -179,6 +179,9 @@ def test_emergency_stop_on_a_live_run_leaves_no_open_order_on_any_venue(cli: Cli
     row = cli.wait_running(proc)
     resting = wait_for(lambda: (lambda o: o if all(o.values()) else None)(open_orders(peer)), timeout=60)
     assert all(len(ids) >= 1 for ids in resting.values())
+    # The money of a live run moves outside basis-live: a withdrawal is refused with the reason.
+    refused = cli.run("withdraw", row["run_id"], "1000")
+    assert refused.returncode == 1 and "deposits and withdrawals on live venues are not supported yet" in refused.stderr
     result = cli.run("emergency-stop", row["run_id"], "--reason", "test: venue incident")
     assert result.returncode == 0, result.stdout + result.stderr
     assert proc.wait(timeout=30) == 3

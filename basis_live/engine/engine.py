@@ -410,9 +410,9 @@ class EventDrivenStrategyEngine:
         if self.state == HALTED:
             raise ValueError("trading is HALTED")
         if self.live:
-            raise ValueError(f"{kind}s on live venues are not supported yet: the money moves outside basis-live "
-                             "and the accounting of such flows is not built; stop the run, move the funds, and "
-                             "start again with the new --capital")
+            raise ValueError("deposits and withdrawals on live venues are not supported yet: the money moves "
+                             "outside basis-live and the accounting of such flows is not built; stop the run, move "
+                             "the funds, and start again with the new --capital")
         view = await self.checkpoint()
         if kind == "withdraw":
             if amount >= view.equity:
@@ -422,6 +422,10 @@ class EventDrivenStrategyEngine:
                 raise ValueError(f"withdrawals are not supported yet for {self.strategy.mode}")
             await self.execute(intents, allow_when_halted=False)
             view = await self.checkpoint()
+            settle = self.mode.settle_withdrawal(view)
+            if settle:
+                await self.execute(settle, allow_when_halted=False)
+                view = await self.checkpoint()
         plan = self.mode.initial_funding(amount, self.market)
         if kind == "withdraw":
             # Take what the plan asks for, never more than a balance holds (fees and slippage of the

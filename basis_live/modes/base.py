@@ -64,5 +64,10 @@ class StrategyMode(abc.ABC):
         yet (the withdrawal is refused)."""
         return None
 
+    def settle_withdrawal(self, view: PortfolioView) -> list[OrderIntent]:
+        """A second step of a withdrawal, planned on the balances the first one really left (e.g.
+        selling the ETH a redemption returned, whose exact amount is known only afterwards)."""
+        return []
+
     def venues_used(self) -> list[str]:
         return [name for name, venue in self.config.venues.items() if venue.enabled]

@@ -71,6 +71,14 @@ class Directional(StrategyMode):
     def reduce(self, view: PortfolioView, breach_types: list[str]) -> list[OrderIntent]:
         return self._close(view, "risk_reduce")
 
+    def free_for_withdrawal(self, view: PortfolioView, fraction: Decimal) -> list[OrderIntent] | None:
+        """Close ``fraction`` of the open position (reduce-only); its margin stays on binance as USDT."""
+        position = view.position_quantity(VENUE, self.symbol)
+        if not position:
+            return []
+        return [OrderIntent(VENUE, self.symbol, "sell" if position > 0 else "buy", abs(position) * fraction,
+                            "exit_partial", True, reduce_only=True)]
+
     def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
         intents = self._close(view, "exit_full")
         return [intents] if intents else []

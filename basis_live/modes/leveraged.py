@@ -85,6 +85,34 @@ class Leveraged(StrategyMode):
             return []
         return [OrderIntent("aave_v3", f"{self.lst}-loop", "sell", min(q, debt), "risk_reduce", True)]
 
+    def free_for_withdrawal(self, view: PortfolioView, fraction: Decimal) -> list[OrderIntent] | None:
+        """Leave ``fraction`` of the equity as ETH in the wallet with the book still at target LTV."""
+        intents, _ = self.release(view, view.equity, fraction)
+        return intents
+
+    def release(self, view: PortfolioView, book_eth: Decimal, fraction: Decimal) -> tuple[list[OrderIntent], Decimal]:
+        """Intents that turn ``fraction`` of a book worth ``book_eth`` (ETH) into wallet ETH, and
+        that amount. First delever by ``fraction`` of the debt target (the atomic step withdraws and
+        repays the same ETH: the LTV drops), then withdraw and redeem LST for the ETH still missing
+        after the wallet's idle ETH and LST: the LTV is back at its target, never above it."""
+        wanted = book_eth * fraction
+        rate = self._rate(view)
+        collateral, debt = self._book(view)
+        intents: list[OrderIntent] = []
+        target_debt = book_eth * (1 - fraction) * self.target_ltv / (1 - self.target_ltv)
+        if debt > target_debt:
+            intents.append(OrderIntent("aave_v3", f"{self.lst}-loop", "sell", debt - target_debt, "exit_partial", True))
+        reserve = min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION) if self.config.share_class == "ETH" else 0
+        missing = wanted - max(view.balance("wallet", "ETH") - reserve, Decimal(0))
+        wallet_lst = view.balance("wallet", self.lst)
+        from_wallet = min(wallet_lst, max(missing, Decimal(0)) / rate)
+        from_aave = max(missing / rate - from_wallet, Decimal(0))
+        if from_aave > 0:
+            intents.append(OrderIntent("aave_v3", self.lst, "sell", from_aave, "exit_partial", True))
+        if from_wallet + from_aave > 0:
+            intents.append(OrderIntent(self.staking_venue, self.lst, "sell", from_wallet + from_aave, "exit_partial", True))
+        return intents, wanted
+
     def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
         _, debt = self._book(view)
         batches: list[list[OrderIntent]] = []

@@ -72,7 +72,24 @@ class MarketNeutralStaking(BasisMode):
         return intents
 
     def free_for_withdrawal(self, view: PortfolioView, fraction: Decimal) -> list[OrderIntent] | None:
-        return None  # needs LST -> ETH -> USDT and CEX -> wallet moves: not supported yet
+        """Shrink both sides by ``fraction`` together (the book stays hedged): redeem that share of
+        the LST and buy back that share of every short (its margin is freed on each exchange); the
+        ETH the redemption returns is sold back to USDT by ``settle_withdrawal``."""
+        intents, _ = self._release_eth(view, fraction)
+        intents.extend(self._cover_perps(view, fraction, "exit_partial"))
+        return intents
+
+    def settle_withdrawal(self, view: PortfolioView) -> list[OrderIntent]:
+        """Sell the wallet's ETH above the gas reserve (what the redemption returned) for USDT."""
+        eth = view.balance("wallet", "ETH") - ETH_GAS_RESERVE
+        return [OrderIntent("uniswap", "ETH/USDT", "sell", eth, "exit_partial", True)] if eth > 0 else []
+
+    def _release_eth(self, view: PortfolioView, fraction: Decimal) -> tuple[list[OrderIntent], Decimal]:
+        """Redeem ``fraction`` of the LST held; returns the intents and the ETH they should free."""
+        rate = Decimal(repr(view.market.lst_rate[self.lst]))
+        staked = view.balance("wallet", self.lst) * fraction
+        intents = [OrderIntent(self.staking_venue, self.lst, "sell", staked, "exit_partial", True)] if staked > 0 else []
+        return intents, staked * rate
 
     def reduce(self, view: PortfolioView, breach_types: list[str]) -> list[OrderIntent]:
         """Cut the staked leg and its hedge by REDUCE_FRACTION together."""
@@ -127,6 +144,11 @@ class LeveragedMarketNeutral(MarketNeutralStaking):
             intents.extend(self.loop.lever(view, eth_book, idle_eth))
         intents.extend(self._hedge(view, eth_book, entering))
         return intents
+
+    def _release_eth(self, view: PortfolioView, fraction: Decimal) -> tuple[list[OrderIntent], Decimal]:
+        # The leveraged book frees its share as eth_leveraged does (delever, then withdraw and
+        # redeem), keeping the LTV at its target.
+        return self.loop.release(view, self._eth_held(view), fraction)
 
     def reduce(self, view: PortfolioView, breach_types: list[str]) -> list[OrderIntent]:
         """A health-factor breach delevers (like eth_leveraged); any other reduce breach cuts the
