@@ -154,7 +154,11 @@ def value_portfolio(
             margin_ratios[venue] = float(margin / perp_notional)
 
     health_factor = None
-    if debt_usdt > 0 and liquidation_threshold is not None:
+    reported = [a.health_factor for a in accounts.values() if a.health_factor is not None]
+    if reported:
+        # The protocol's own figure (live Aave): what liquidations are decided on.
+        health_factor = float(min(reported))
+    elif debt_usdt > 0 and liquidation_threshold is not None:
         health_factor = float(collateral_usdt * Decimal(repr(liquidation_threshold)) / debt_usdt)
     net_delta_usdt = sum((q * price_usdt(a, market) for a, q in exposures.items()), ZERO)
     return PortfolioView(

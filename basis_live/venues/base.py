@@ -170,11 +170,14 @@ class LedgerEntry:
 
 @dataclass
 class VenueAccount:
-    """Balances and positions read from one venue at one time."""
+    """Balances and positions read from one venue at one time. A lending venue that computes its
+    own health factor (Aave's getUserAccountData) reports it in ``health_factor``: that figure, not
+    one recomputed from the positions, is what the risk checks use (None: no debt or not reported)."""
 
     venue: str
     balances: dict[str, Decimal] = field(default_factory=dict)
     positions: list[Position] = field(default_factory=list)
+    health_factor: Decimal | None = None
 
 
 class Venue(abc.ABC):
