@@ -3,7 +3,9 @@
 The market is the real protocol (Pool, PoolConfigurator, AaveOracle, data provider, interest rate
 strategy, aToken and debt-token proxies), not a mock of it; only the assets and price feeds are
 test doubles: MintableERC20 USDT (6 decimals), weETH and wstETH (18), a WETH9Mocked, and one
-MockAggregator (USD, 8 decimals) per asset. Reserves get mainnet-like parameters:
+MockAggregator (USD, 8 decimals) per asset; a caller may pass its own token contracts instead, as
+``lst_market`` does (our staking contracts for weETH and wstETH, a WETH9Mocked whose WETH is all
+deposited ETH). Reserves get mainnet-like parameters:
 
 - every asset is collateral at the standard 80% LTV / 85% liquidation threshold / 5% bonus, and
   borrowable;
@@ -18,6 +20,7 @@ account 1) owns the seed supply; tests use the other dev accounts.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -171,6 +174,8 @@ class AaveMarket:
     #: Underlying tokens by symbol: USDT, WETH, weETH, wstETH.
     tokens: dict[str, Contract]
     errors_library: Contract
+    #: How ``mint`` makes tokens that have no public mint (``lst_market`` stakes ETH for them).
+    minters: dict[str, Callable[[str, int], None]] = field(default_factory=dict)
     _error_names: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -214,8 +219,12 @@ class AaveMarket:
         return _units(amount, self.tokens[symbol].functions.decimals().call())
 
     def mint(self, symbol: str, to: str, raw_amount: int) -> None:
-        """Mint ``raw_amount`` (token units) of a test asset to ``to``; anyone may mint these."""
-        send(self.tokens[symbol].functions.mint(to, raw_amount), self.admin)
+        """Give ``to`` exactly ``raw_amount`` (token units) of a test asset: minted (anyone may mint
+        the MintableERC20 and WETH9Mocked doubles), or made by the asset's registered minter."""
+        if symbol in self.minters:
+            self.minters[symbol](to, raw_amount)
+        else:
+            send(self.tokens[symbol].functions.mint(to, raw_amount), self.admin)
 
     def error_name(self, code: str) -> str:
         """Name of an Aave v3.2 error code, e.g. ``'36'`` -> ``'COLLATERAL_CANNOT_COVER_NEW_BORROW'``.
@@ -231,8 +240,19 @@ class AaveMarket:
         return self._error_names[code]
 
 
-def deploy_aave_market(w3: Web3, artifacts_dir: Path, accounts: list[str]) -> AaveMarket:
-    """Deploy and configure the market; ``accounts`` are node-held dev accounts (0 admin, 1 LP)."""
+def deploy_aave_market(
+    w3: Web3,
+    artifacts_dir: Path,
+    accounts: list[str],
+    tokens: Mapping[str, Contract] | None = None,
+    minters: Mapping[str, Callable[[str, int], None]] | None = None,
+) -> AaveMarket:
+    """Deploy and configure the market; ``accounts`` are node-held dev accounts (0 admin, 1 LP).
+
+    ``tokens`` are already deployed contracts to list as the reserves of those symbols (each with
+    the decimals of its ``ASSETS`` entry) instead of MintableERC20 doubles; ``minters`` say how
+    ``AaveMarket.mint`` makes them."""
+    given = dict(tokens or {})
     admin, liquidity_provider = accounts[0], accounts[1]
     art = Artifacts(artifacts_dir, w3, admin)
 
@@ -242,11 +262,12 @@ def deploy_aave_market(w3: Web3, artifacts_dir: Path, accounts: list[str]) -> Aa
     tokens: dict[str, Contract] = {}
     feeds: dict[str, str] = {}
     for spec in ASSETS:
-        tokens[spec.symbol] = (
-            art.deploy("WETH9Mocked")
-            if spec.symbol == "WETH"
-            else art.deploy("MintableERC20", spec.name, spec.symbol, spec.decimals)
-        )
+        if spec.symbol in given:
+            tokens[spec.symbol] = given[spec.symbol]
+        elif spec.symbol == "WETH":
+            tokens[spec.symbol] = art.deploy("WETH9Mocked")
+        else:
+            tokens[spec.symbol] = art.deploy("MintableERC20", spec.name, spec.symbol, spec.decimals)
         feeds[spec.symbol] = art.deploy("MockAggregator", _units(spec.usd_price, ORACLE_DECIMALS)).address
 
     # The provider is the registry every other contract finds the market through; the ACL admin
@@ -314,6 +335,7 @@ def deploy_aave_market(w3: Web3, artifacts_dir: Path, accounts: list[str]) -> Aa
         w3=w3, artifacts=art, admin=admin, liquidity_provider=liquidity_provider,
         addresses_provider=provider, pool=pool, configurator=configurator, oracle=oracle,
         data_provider=data_provider, tokens=tokens, errors_library=art.deploy("Errors"),
+        minters=dict(minters or {}),
     )
     for symbol, amount in SEED_LIQUIDITY.items():
         raw = market.units(symbol, amount)

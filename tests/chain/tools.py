@@ -1,12 +1,14 @@
 """Fetch the test chain's tools into a cache outside the repository, once.
 
-Two things come from package registries, each pinned to an exact version that was checked to work:
+Three things come from package registries, each pinned to an exact version that was checked to work:
 
 - anvil (Foundry's local Ethereum node) from npm as ``@foundry-rs/anvil``; the binary ships inside
   the per-platform package ``@foundry-rs/anvil-<os>-<arch>``, so ``--ignore-scripts`` loses nothing.
 - Aave V3.2 foundry artifacts (ABI, bytecode, link references) from the ``web3-ethereum-defi``
   wheel on PyPI. The package itself pins web3 < 8 and drags in ~70 dependencies, so the wheel is
   only downloaded (``--no-deps``) and the ``eth_defi/abi/aave_v3/*.json`` files are unpacked.
+- solc-js (the Solidity compiler built to JavaScript) from npm as ``solc``: it compiles our own test
+  contracts in ``contracts/`` (``scripts/build_contracts.mjs``); its compiler is inside the package.
 
 The cache lives in ``$BASIS_LIVE_TEST_CACHE`` or ``~/.cache/basis-live-tests``, never in the work
 tree: the Aave core contracts are BUSL-1.1 and their bytecode must not be committed. Each install
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import platform
 import shutil
@@ -33,6 +36,8 @@ ANVIL_VERSION = "1.7.1"
 ETH_DEFI_DIST = "web3-ethereum-defi"
 ETH_DEFI_VERSION = "1.2"  # the only 1.2.x release on PyPI; its artifacts are Aave v3.2
 AAVE_ARTIFACT_PREFIX = "eth_defi/abi/aave_v3/"
+SOLC_NPM_PACKAGE = "solc"
+SOLC_VERSION = "0.8.28"  # also pinned in scripts/build_contracts.mjs, which refuses any other
 
 #: (platform.system(), platform.machine()) -> suffix of the npm package carrying the anvil binary.
 _ANVIL_PLATFORMS = {
@@ -152,3 +157,43 @@ def ensure_aave_artifacts() -> Path:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return artifacts
+
+
+def ensure_solc() -> Path:
+    """Return the directory of the pinned solc-js package (``.../node_modules/solc``), installing
+    it from npm on first use. ``scripts/build_contracts.mjs --solc <this directory>`` compiles with it."""
+    install_dir = cache_dir() / f"solc-{SOLC_VERSION}"
+    package = install_dir / "node_modules" / SOLC_NPM_PACKAGE
+    if (package / "package.json").is_file():
+        return package
+    with _install_lock("solc"):
+        if (package / "package.json").is_file():
+            return package
+        npm = shutil.which("npm")
+        if npm is None:
+            raise ToolUnavailable(
+                "npm is not on PATH: the contract build installs solc-js from the npm registry "
+                f"({SOLC_NPM_PACKAGE}@{SOLC_VERSION}); install Node.js and npm "
+                "(e.g. `apt-get install nodejs npm`) and run the tests again"
+            )
+        staging = Path(tempfile.mkdtemp(prefix=".solc-", dir=cache_dir()))
+        try:
+            _run(
+                [npm, "install", "--prefix", str(staging), "--ignore-scripts", "--no-audit",
+                 "--no-fund", "--no-package-lock", f"{SOLC_NPM_PACKAGE}@{SOLC_VERSION}"],
+                "npm install of solc",
+            )
+            manifest = json.loads((staging / package.relative_to(install_dir) / "package.json").read_text())
+            if manifest.get("version") != SOLC_VERSION:
+                raise ToolUnavailable(f"npm installed an unexpected solc: {manifest.get('version')!r}")
+            staging.rename(install_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return package
+
+
+if __name__ == "__main__":  # `python tests/chain/tools.py solc`: install and print where
+    tools = {"anvil": ensure_anvil, "aave": ensure_aave_artifacts, "solc": ensure_solc}
+    if len(sys.argv) != 2 or sys.argv[1] not in tools:
+        sys.exit(f"usage: python {sys.argv[0]} {{{'|'.join(tools)}}}")
+    print(tools[sys.argv[1]]())
