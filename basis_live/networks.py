@@ -66,13 +66,16 @@ class SwapAddresses(_Strict):
 
 class ChainNetwork(_Strict):
     """One network. Defaults: max_fee_gwei 100 (EIP-1559 fee cap), min_gas_eth 0.02 (validation
-    fails below), receipt_timeout_seconds 60 (then a fee bump, at most 3), wallet_allowlist empty
-    (the wallet sends to nobody)."""
+    fails below), receipt_timeout_seconds 60 (then a fee bump, at most 3), receipt_poll_seconds 2
+    (between receipt checks), market_refresh_seconds 12 (one block: how often prices, rates and
+    indices are read), wallet_allowlist empty (the wallet sends to nobody)."""
 
     chain_id: int = Field(gt=0)
     max_fee_gwei: float = Field(100, gt=0)
     min_gas_eth: float = Field(0.02, ge=0)
     receipt_timeout_seconds: float = Field(60, gt=0)
+    receipt_poll_seconds: float = Field(2.0, gt=0, le=60)
+    market_refresh_seconds: float = Field(12.0, gt=0, le=3600)
     tokens: dict[str, Address] = Field(default_factory=dict)
     aave_v3: AaveAddresses | None = None
     lido: LidoAddresses | None = None

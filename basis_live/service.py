@@ -206,11 +206,21 @@ class LiveTradingService:
 
         from basis_live.errors import ExecutionError
         from basis_live.venues.cex_clients import credentials_from_env
-        from basis_live.venues.live_factory import CEX_VENUES, enabled_venues, failed_checks, validate_live_clients
+        from basis_live.venues.live_factory import (
+            CEX_VENUES,
+            enabled_venues,
+            failed_checks,
+            uses_chain,
+            validate_live_clients,
+        )
 
         for name in enabled_venues(config.strategy):
             if name in CEX_VENUES:
                 credentials_from_env(config.environment, name)  # LT-001 naming the missing variable
+        if uses_chain(config.strategy):
+            from basis_live.networks import chain_credentials
+
+            chain_credentials(config.environment)  # LT-001 naming the missing variable
         failed = failed_checks(asyncio.run(validate_live_clients(config.strategy, config.environment)))
         if failed:
             raise ExecutionError(f"client validation failed, nothing was traded: {'; '.join(failed)}")
@@ -220,14 +230,22 @@ class LiveTradingService:
                              reporter: "Reporter | None") -> Any:
         from basis_live.engine.assembly import assemble_live_run
         from basis_live.feeds.live import LiveFeed
-        from basis_live.venues.live_factory import build_live_venues
+        from basis_live.store import StoreJournal
+        from basis_live.venues.live_factory import build_live_chain, build_live_venues, prepare_live_chain, uses_chain
 
         strategy = config.strategy
         venues = build_live_venues(strategy, config.environment)
-        feed = LiveFeed(config.environment, trading=True,
-                        timeout_ms=int(strategy.execution.venue_timeout_seconds * 1000),
-                        api_urls={name: venue.api_url for name, venue in strategy.venues.items()})
-        return await assemble_live_run(run_id, config, feed, venues, store, request, reporter)
+        if uses_chain(strategy):
+            # One venue family per live run for now (LIVE_MODES): chain modes read the chain.
+            chain_venues, feed = await build_live_chain(strategy, config.environment, StoreJournal(store))
+            venues.update(chain_venues)
+        else:
+            feed = LiveFeed(config.environment, trading=True,
+                            timeout_ms=int(strategy.execution.venue_timeout_seconds * 1000),
+                            api_urls={name: venue.api_url for name, venue in strategy.venues.items()})
+        run = await assemble_live_run(run_id, config, feed, venues, store, request, reporter)
+        await prepare_live_chain(venues, strategy, config.environment, run_id)
+        return run
 
     def run_backtest(
         self,

@@ -203,6 +203,21 @@ def test_a_flat_position_books_no_funding(peer: ExchangePeer, venue: str) -> Non
     assert exchange_run(peer, venue, scenario) == []
 
 
+def funding_polls(peer: ExchangePeer, venue: str) -> list[Any]:
+    """The venue's funding-history requests (binance's income endpoint also serves the commission
+    reads, with incomeType COMMISSION)."""
+    return [e for e in peer.requests(venue, FUNDING_OP[venue])
+            if venue != "binance" or e.params.get("incomeType") == "FUNDING_FEE"]
+
+
+async def funding_of(venue: CcxtVenue, since: int = 0) -> tuple[list[LedgerEntry], int]:
+    """``venue.fetch_ledger`` restricted to its funding entries, the cursor counting only them:
+    binance also journals its USDⓈ-M commissions there (``fee`` entries, tested on their own below)."""
+    entries, _ = await venue.fetch_ledger(0)
+    funding = [e for e in entries if e.kind == "funding"]
+    return funding[since:], len(funding)
+
+
 # ---- CcxtVenue.fetch_ledger ----------------------------------------------------------------------
 
 
@@ -215,7 +230,7 @@ def test_fetch_ledger_reports_each_funding_payment_once_with_its_sign(peer: Exch
     async def scenario(btc: CcxtVenue, eth: CcxtVenue) -> list[LedgerEntry]:
         await open_short(btc, PERP, "0.01")
         await open_short(eth, ETH_PERP, "0.1")
-        assert await btc.fetch_ledger(0) == ([], 0)
+        assert await funding_of(btc, 0) == ([], 0)
         start = now_ms()
         for n, (mark, rate) in enumerate(zip(marks, rates)):
             peer.set_price(venue, PERP, mark)
@@ -224,7 +239,7 @@ def test_fetch_ledger_reports_each_funding_payment_once_with_its_sign(peer: Exch
             assert peer.settle_funding(venue, PERP, start + n * 1000) == received(btc_short, mark, rate)
             peer.settle_funding(venue, ETH_PERP, start + n * 1000)
 
-        entries, cursor = await btc.fetch_ledger(0)
+        entries, cursor = await funding_of(btc, 0)
         assert cursor == 2
         assert [(e.venue, e.kind, e.symbol, e.asset, e.amount) for e in entries] == [
             (venue, "funding", PERP, "USDT", received(btc_short, mark, rate)) for mark, rate in zip(marks, rates)]
@@ -235,19 +250,19 @@ def test_fetch_ledger_reports_each_funding_payment_once_with_its_sign(peer: Exch
         assert all(e.entry_id.startswith(f"{venue}-funding-") for e in entries)
 
         # asked again (the venue's answer overlaps the last one): nothing new, nothing twice
-        assert await btc.fetch_ledger(cursor) == ([], cursor)
-        assert await btc.fetch_ledger(cursor) == ([], cursor)
-        assert (await btc.fetch_ledger(0))[0] == entries
+        assert await funding_of(btc, cursor) == ([], cursor)
+        assert await funding_of(btc, cursor) == ([], cursor)
+        assert (await funding_of(btc, 0))[0] == entries
 
         # the ETH perp's payments belong to the venue object that trades it
-        eth_entries, _ = await eth.fetch_ledger(0)
+        eth_entries, _ = await funding_of(eth, 0)
         assert [(e.symbol, e.amount) for e in eth_entries] == [
             (ETH_PERP, received(eth_short, D(3000), rate)) for rate in rates]
         assert not {e.entry_id for e in eth_entries} & {e.entry_id for e in entries}
         return entries
     venue_run(peer, venue, scenario)
 
-    polls = peer.requests(venue, FUNDING_OP[venue])
+    polls = funding_polls(peer, venue)
     symbol_param = "instId" if venue == "okx" else "symbol"
     btc_polls = [e for e in polls if e.params[symbol_param].startswith("BTC")]
     assert len(btc_polls) == 5  # one per fetch_ledger call of the BTC venue: its spot symbol has no funding
@@ -261,15 +276,15 @@ def test_fetch_ledger_reports_each_funding_payment_once_with_its_sign(peer: Exch
 def test_fetch_ledger_asks_the_venue_at_most_once_per_poll_interval(peer: ExchangePeer, venue: str) -> None:
     async def scenario(btc: CcxtVenue, eth: CcxtVenue) -> None:
         await open_short(btc, PERP, "0.01")
-        assert await btc.fetch_ledger(0) == ([], 0)  # the first call asks
+        assert await funding_of(btc, 0) == ([], 0)  # the first call asks
         peer.settle_funding(venue, PERP)
-        assert await btc.fetch_ledger(0) == ([], 0)  # within the hour: not asked again
-        assert await btc.fetch_ledger(0) == ([], 0)
-        assert len(peer.requests(venue, FUNDING_OP[venue])) == 1
+        assert await funding_of(btc, 0) == ([], 0)  # within the hour: not asked again
+        assert await funding_of(btc, 0) == ([], 0)
+        assert len(funding_polls(peer, venue)) == 1
         btc.funding_poll_seconds = 0  # the interval is what held it back
-        entries, cursor = await btc.fetch_ledger(0)
+        entries, cursor = await funding_of(btc, 0)
         assert [(e.symbol, e.amount) for e in entries] == [(PERP, D("0.06"))] and cursor == 1
-        assert len(peer.requests(venue, FUNDING_OP[venue])) == 2
+        assert len(funding_polls(peer, venue)) == 2
     venue_run(peer, venue, scenario, funding_poll_seconds=3600)
 
 
@@ -280,11 +295,11 @@ def test_a_failed_funding_read_is_retried_at_the_next_poll_and_nothing_is_lost(p
         await open_short(btc, PERP, "0.01")
         peer.settle_funding(venue, PERP)
         peer.server_errors(venue, op=FUNDING_OP[venue], times=FAST.attempts, status=503)
-        assert await btc.fetch_ledger(0) == ([], 0)  # logged, not raised: fills are read alongside
-        entries, cursor = await btc.fetch_ledger(0)
+        assert await funding_of(btc, 0) == ([], 0)  # logged, not raised: fills are read alongside
+        entries, cursor = await funding_of(btc, 0)
         assert [(e.symbol, e.amount) for e in entries] == [(PERP, D("0.06"))] and cursor == 1
     venue_run(peer, venue, scenario)
-    assert [e.status for e in peer.requests(venue, FUNDING_OP[venue])] == [503] * FAST.attempts + [200]
+    assert [e.status for e in funding_polls(peer, venue)] == [503] * FAST.attempts + [200]
 
 
 @pytest.mark.parametrize("venue", VENUES)
@@ -296,18 +311,18 @@ def test_each_poll_asks_from_the_last_one_less_the_overlap(peer: ExchangePeer, v
         await open_short(btc, PERP, "0.01")
         old = now_ms() - 2 * hour
         peer.settle_funding(venue, PERP, old)
-        entries, cursor = await btc.fetch_ledger(0)
+        entries, cursor = await funding_of(btc, 0)
         assert [(e.amount, e.timestamp) for e in entries] == [
             (D("0.06"), datetime.fromtimestamp(old / 1000, tz=UTC))]
         mark = btc._funding_hwm[PERP]  # when that poll started
         peer.set_funding_rate(venue, PERP, RATE_DOWN)
         peer.settle_funding(venue, PERP)
-        more, cursor = await btc.fetch_ledger(cursor)
+        more, cursor = await funding_of(btc, cursor)
         assert [e.amount for e in more] == [D("-0.15")] and cursor == 2
         return btc._funding_floor_ms, mark
     floor, mark = venue_run(peer, venue, scenario)
     start_param = {"binance": "startTime", "bybit": "startTime", "okx": "begin"}[venue]
-    assert [int(e.params[start_param]) for e in peer.requests(venue, FUNDING_OP[venue])] == [
+    assert [int(e.params[start_param]) for e in funding_polls(peer, venue)] == [
         floor, mark - FUNDING_OVERLAP_MS]  # the second window no longer reaches the two-hour-old payment
 
 
@@ -317,6 +332,23 @@ def test_funding_settled_before_the_venue_object_existed_is_not_reported(peer: E
         await open_short(btc, PERP, "0.01")
         peer.settle_funding(venue, PERP, now_ms() - 3_600_000)  # an hour before: a previous process's
         peer.settle_funding(venue, PERP)
-        entries, _ = await btc.fetch_ledger(0)
+        entries, _ = await funding_of(btc, 0)
         assert [e.amount for e in entries] == [D("0.06")]
     venue_run(peer, venue, scenario)
+
+
+def test_binance_futures_commissions_are_fee_entries_because_its_order_reads_carry_none(peer: ExchangePeer) -> None:
+    async def scenario(btc: CcxtVenue, eth: CcxtVenue) -> None:
+        await open_short(btc, PERP, "0.01")
+        await open_short(btc, PERP, "0.02")
+        entries, cursor = await btc.fetch_ledger(0)
+        fees = [e for e in entries if e.kind == "fee"]
+        orders = [o for o in peer.orders("binance") if o.inst.perp]
+        # One entry per fill, the commission the futures wallet paid (negative), never twice.
+        assert sorted(e.amount for e in fees) == sorted(-fill.fee for o in orders for fill in o.fills)
+        assert all(e.asset == "USDT" and e.symbol == PERP and e.entry_id.startswith("binance-fee-") for e in fees)
+        assert (await btc.fetch_ledger(cursor)) == ([], cursor)
+        for order in orders:  # what the order reads say: no commission (why the ledger carries it)
+            state = await btc.fetch_order(order.client_id)
+            assert state is not None and state.fee == 0
+    venue_run(peer, "binance", scenario)

@@ -216,9 +216,11 @@ def test_unwritable_db_is_refused_and_nothing_is_written(cli: Cli, tmp_path: Pat
     assert blocker.read_text() == "a file where a directory should be"
 
 
-def test_live_start_of_an_on_chain_mode_is_refused_until_chain_venues_are_wired(cli: Cli) -> None:
+def test_live_starts_name_missing_chain_credentials_and_refuse_modes_not_live_yet(cli: Cli) -> None:
     result = cli.run("start", "pure_lending", "--capital", "1000", env={"BASIS_EXECUTION_MODE": "live"})
-    _assert_refused(result, "LT-003", "needs on-chain venues (aave_v3, wallet)", cli.db)
+    _assert_refused(result, "LT-001", "set BASIS_DEV__CHAIN__PRIVATE_KEY, BASIS_DEV__CHAIN__RPC_URL", cli.db)
+    both_sides = cli.run("start", "usdt_market_neutral", "--capital", "1000", "--env", "staging")
+    _assert_refused(both_sides, "LT-003", "live trading of usdt_market_neutral is not supported yet", cli.db)
     bad = cli.run("start", "pure_lending", "--capital", "1000", env={"BASIS_ENVIRONMENT": "moon"})
     _assert_refused(bad, "LT-001", "BASIS_ENVIRONMENT='moon'", cli.db)
 

@@ -78,9 +78,10 @@ def test_missing_credentials_name_the_variable(cli: Cli, peer: ExchangePeer) -> 
     assert "BASIS_DEV__CEX__OKX_PASSPHRASE" in _checks(result)[("okx", "credentials")]["detail"]
 
 
-def test_modes_with_on_chain_clients_say_they_cannot_be_validated_yet(cli: Cli) -> None:
+def test_chain_clients_without_credentials_fail_naming_the_variables(cli: Cli) -> None:
     result = cli.run("validate", "pure_lending", "--env", "dev", "--json")
     assert result.returncode == 1
-    assert "cannot be validated yet" in _checks(result)[("aave_v3", "client")]["detail"]
+    detail = _checks(result)[("chain", "credentials")]["detail"]
+    assert "BASIS_DEV__CHAIN__PRIVATE_KEY" in detail and "BASIS_DEV__CHAIN__RPC_URL" in detail
     bad = cli.run("validate", "btc_basis", "--env", "moon")
     assert bad.returncode == 2 and bad.stderr.startswith("error LT-001: --env 'moon'")

@@ -91,8 +91,11 @@ class EventDrivenStrategyEngine:
         # wall-clock bound and run one after another (no tasks, no timers: most of a tick's cost).
         self.backtest = isinstance(clock, SteppedClock)
         self.live = config.execution_mode == "live"
-        #: How old an account read the watchdog may revalue (live venues only; see ExecutionConfig).
-        self.account_max_age = config.strategy.execution.account_refresh_seconds if self.live else 0.0
+        #: How old an account read the watchdog may revalue (live venues only; see ExecutionConfig):
+        #: never older than one market refresh, so a venue-reported figure (Aave's health factor)
+        #: follows each new price.
+        self.account_max_age = min(config.strategy.execution.account_refresh_seconds,
+                                   getattr(feed, "poll_seconds", 0.0)) if self.live else 0.0
         self._accounts_read_at = 0.0
         self.orders = OrderManager(run_id, venues, store, self.sim_now,
                                    None if self.backtest else config.strategy.execution.venue_timeout_seconds,
@@ -118,6 +121,10 @@ class EventDrivenStrategyEngine:
         self._pending_acks: list[int] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._halt_lock = asyncio.Lock()
+        #: Held while holdings are read and changed together (a tick, a reduce, a flow, an unwind): one
+        #: actor trades at a time, and an account read never straddles a venue step half done (on
+        #: chain: borrowed WETH not yet supplied). Not reentrant: taken only at those outer levels.
+        self.trade_lock = asyncio.Lock()
         self.ticks = 0
         self.last_tick_at: datetime | None = None  # wall clock, UTC
         self._skip_logged: dict[tuple[str, str, str], datetime] = {}
@@ -382,6 +389,10 @@ class EventDrivenStrategyEngine:
 
     async def tick(self) -> None:
         """One strategy step."""
+        async with self.trade_lock:
+            await self._tick()
+
+    async def _tick(self) -> None:
         self.ticks += 1
         await self.orders.cancel_stale(self.strategy.execution.order_timeout_seconds)
         view = await self.checkpoint()
@@ -404,6 +415,10 @@ class EventDrivenStrategyEngine:
         shrunk by amount / equity first, then the cash released). Flows are not P&L: peak and
         day-start equity move with them and the attribution is re-based. Paper venues only: on live
         venues the operator moves the money."""
+        async with self.trade_lock:
+            return await self._move_capital(kind, amount)
+
+    async def _move_capital(self, kind: str, amount: Decimal) -> str:
         from basis_live.venues.factory import move_paper_funds
 
         assert self.market is not None
@@ -464,17 +479,24 @@ class EventDrivenStrategyEngine:
                 return
             latency = (time.monotonic() - latency_from) * 1000 if latency_from else None
             self.set_state(HALTED, reason, latency_ms=latency)
-            # The strategy step may be hung in a venue call: stop it before touching orders.
+            # The strategy step may be hung in a venue call: stop it before touching orders (its
+            # cancellation releases the trade lock).
             for task in self._tasks:
                 if task.get_name() == "strategy":
                     task.cancel()
             cancelled = await self.orders.cancel_all()
-            await self.checkpoint()
-            self.event("emergency.cancelled", f"emergency stop: cancelled open orders {cancelled}",
-                       level="warning", data={"cancelled": cancelled, "reason": reason})
-            if unwind:
-                await self.unwind()
-            self.request_stop(reason, status="emergency_stopped", command_id=command_id)
+            if command_id is not None:
+                # The operator learns at once that trading is halted and orders are cancelled; an
+                # unwind (on chain: minutes of transactions) goes on, visible in status and events.
+                self.store.ack_command(command_id, "done", f"HALTED, open orders cancelled {cancelled}" +
+                                       ("; unwinding now (see basis-live status)" if unwind else ""))
+            async with self.trade_lock:
+                await self.checkpoint()
+                self.event("emergency.cancelled", f"emergency stop: cancelled open orders {cancelled}",
+                           level="warning", data={"cancelled": cancelled, "reason": reason})
+                if unwind:
+                    await self.unwind()
+            self.request_stop(reason, status="emergency_stopped")
             # request_stop keeps the first reason; an emergency overrides a pending graceful stop.
             self._final_status, self._final_reason = "emergency_stopped", reason
 
@@ -511,6 +533,8 @@ class EventDrivenStrategyEngine:
             await self.orders.skip_history()
         self.event("run.started", f"run {self.run_id} started: {self.strategy.name} ({self.strategy.mode}), capital "
                    f"{self.initial_capital} {self.strategy.share_class}, feed {self.feed.label}")
+        for note in getattr(self.feed, "notes", ()):  # data caveats, e.g. approximated reward rows
+            self.event("feed.note", note, level="warning")
         view = await self.refresh_view()
         self.attribution.start(view.accounts, view.market)
         self.evaluate_risk(view)

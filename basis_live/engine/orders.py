@@ -76,9 +76,15 @@ class OrderManager:
         return [name for name, count in self.failures.items() if count >= DEGRADED_AFTER]
 
     async def _call(self, venue: str, coro):  # type: ignore[no-untyped-def]
+        timeout = self.call_timeout
+        # A venue whose one order is many steps (an on-chain leverage loop: dozens of transactions,
+        # each bounded by its own receipt timeout) says how long a call may take.
+        longer = getattr(self.venues[venue], "call_timeout_seconds", None)
+        if timeout is not None and longer is not None:
+            timeout = max(timeout, longer)
         try:
             # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation.
-            async with asyncio.timeout(self.call_timeout):
+            async with asyncio.timeout(timeout):
                 result = await coro
         except (asyncio.TimeoutError, VenueError):
             self.failures[venue] += 1

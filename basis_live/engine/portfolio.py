@@ -14,7 +14,9 @@ from basis_live.feeds.base import MarketSnapshot
 from basis_live.venues.base import ZERO, Position, VenueAccount
 
 #: Tokens priced as another asset (wrapped or pegged forms).
-PRICE_ALIASES = {"WETH": "ETH"}
+#: Tokens priced as another: WETH is ETH; stETH and eETH are the protocols' rebasing ETH balances
+#: (1:1 with the ETH they hold; a wallet holds them for a moment between a stake and its wrap).
+PRICE_ALIASES = {"WETH": "ETH", "stETH": "ETH", "eETH": "ETH"}
 
 
 def _d(value: float) -> Decimal:

@@ -98,7 +98,13 @@ class RiskWatchdog:
         if engine.market is None or engine.state == HALTED:
             return
         if view is None:
-            view = await engine.refresh_view(timeout=self.venue_timeout, max_age=engine.account_max_age)
+            if engine.trade_lock.locked():
+                # Holdings are changing (a step is being sent): value the last consistent read at
+                # the fresh prices rather than read accounts half-way through a step.
+                view = await engine.refresh_view(timeout=self.venue_timeout, max_age=float("inf"))
+            else:
+                async with engine.trade_lock:
+                    view = await engine.refresh_view(timeout=self.venue_timeout, max_age=engine.account_max_age)
         # The snapshot this evaluation used (a newer one may have arrived during the venue reads).
         snapshot_received = view.market.received_monotonic
         report = engine.evaluate_risk(view)
@@ -123,13 +129,18 @@ class RiskWatchdog:
                                  latency_ms=(time.monotonic() - snapshot_received) * 1000)
             now = view.market.timestamp
             cooldown = engine.strategy.monitoring_interval
-            if self._last_reduce is None or (now - self._last_reduce).total_seconds() >= cooldown:
+            due = self._last_reduce is None or (now - self._last_reduce).total_seconds() >= cooldown
+            # A step in progress (a tick's orders, a long on-chain loop) finishes first: the watchdog
+            # never waits for it (commands, emergency stops included, must stay responsive) and
+            # reduces at its next evaluation.
+            if due and not engine.trade_lock.locked():
                 self._last_reduce = now
-                intents = engine.mode.reduce(view, reducing)
-                if intents:
-                    engine.event("risk.reduce", f"reducing exposure for {', '.join(reducing)}: " +
-                                 ", ".join(f"{i.side} {i.quantity:.8f} {i.symbol}@{i.venue}" for i in intents),
-                                 level="warning")
-                    await engine.checkpoint()  # attribute up to the moment the holdings change
-                    await engine.execute(intents)
-                    await engine.checkpoint()
+                async with engine.trade_lock:
+                    view = await engine.checkpoint()  # fresh holdings; attribute up to this moment
+                    intents = engine.mode.reduce(view, reducing)
+                    if intents:
+                        engine.event("risk.reduce", f"reducing exposure for {', '.join(reducing)}: " +
+                                     ", ".join(f"{i.side} {i.quantity:.8f} {i.symbol}@{i.venue}" for i in intents),
+                                     level="warning")
+                        await engine.execute(intents)
+                        await engine.checkpoint()

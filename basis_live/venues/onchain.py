@@ -213,6 +213,10 @@ class AaveAccountData:
 class _ChainVenue(Venue):
     """Journal keys, receipts -> fills and gas entries, error mapping: what both venues share."""
 
+    #: The engine's bound on one call (OrderManager): an order is several transactions, each bounded
+    #: by the sender's receipt timeout and fee bumps; reads are bounded by the RPC client's timeout.
+    call_timeout_seconds = 900.0
+
     def __init__(self, w3: AsyncWeb3, sender: TransactionSender, name: str) -> None:
         self.name = name
         self.w3 = w3
@@ -349,7 +353,9 @@ class AaveV3Venue(_ChainVenue):
             if variable_debt:
                 positions.append(Position(self.name, f"{symbol}-debt", "debt", symbol, symbol,
                                           _amount(variable_debt, decimals)))
-        return VenueAccount(self.name, {}, positions)
+        # Aave's own health factor (its thresholds, oracle and rounding) is what the risk checks use.
+        health = (await self.account_data()).health_factor if any(p.kind == "debt" for p in positions) else None
+        return VenueAccount(self.name, {}, positions, health_factor=health)
 
     async def account_data(self) -> AaveAccountData:
         """getUserAccountData decoded: values in the base currency, HF with 18 decimals (None = no debt)."""
