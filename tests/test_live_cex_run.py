@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -119,6 +120,9 @@ def test_live_btc_basis_opens_both_legs_rebalances_and_survives_faults_without_d
     # Faults the first minutes of a live run meet: a submit whose answer is lost after the venue
     # accepted it, 429s with Retry-After on reads, a burst of 5xx.
     peer.drop_response("bybit", "create_order", times=1)
+    # ...and an order that fills only in part, and one refused for insufficient margin.
+    peer.partial_fill("okx", "0.5", times=1)
+    peer.reject_for_funds("binance", times=1)
     proc = cli.start(*start_args(), env=live_env(peer))
     row = cli.wait_running(proc)
     peer.rate_limit("binance", "position_risk", times=1)
@@ -140,10 +144,14 @@ def test_live_btc_basis_opens_both_legs_rebalances_and_survives_faults_without_d
         received += peer.settle_funding(venue, PERP)
     assert received > 0
 
-    # Rebalance: BTC +10% everywhere shrinks the target spot quantity by ~9%; both legs follow.
-    for venue in VENUES:
-        peer.set_price(venue, PERP, 66_000)
-    peer.set_price("binance", SPOT, 66_000)
+    # Rebalance: BTC +10% everywhere shrinks the target spot quantity by ~9%; both legs follow. The
+    # market moves in 1% steps: the feed reads spot and each perp one after another, and a 10% jump
+    # between two reads would show the run a drawdown that its 5% limit rightly halts on.
+    for price in range(60_600, 66_001, 600):
+        for venue in VENUES:
+            peer.set_price(venue, PERP, price)
+        peer.set_price("binance", SPOT, price)
+        time.sleep(0.3)
     rebalanced = wait_for(lambda: (lambda h: h if h and h["spot"] < opened["spot"] * D("0.95") else None)(hedged(peer)),
                           timeout=60)
     assert rebalanced["spot"] * D(66_000) < D(76_000)
@@ -167,6 +175,10 @@ def test_live_btc_basis_opens_both_legs_rebalances_and_survives_faults_without_d
     assert by_source["fees"] < 0
     events = "\n".join(run_events(cli.db, row["run_id"]))
     assert "reconciling by client order id" in events and "found on bybit" in events
+    assert "rejected" in events  # the margin refusal, logged; the next tick's order went through
+    orders = json.loads(cli.run("orders", row["run_id"], "--json").stdout)
+    assert any(o["status"] == "rejected" and o["venue"] == "binance" for o in orders)
+    assert any(o["venue"] == "okx" and 0 < float(o["filled_quantity"]) < float(o["quantity"]) for o in orders)
     for secret in (peer.credentials.api_key, peer.credentials.secret, peer.credentials.passphrase):
         assert secret not in cli.db.read_bytes().decode("latin-1")
         assert secret not in status.stdout
