@@ -113,8 +113,10 @@ def run_events(db: Path, run_id: str) -> list[tuple[str, str]]:
 def test_live_eth_leveraged_loops_to_target_delevers_on_an_oracle_drop_and_unwinds_to_plain_eth(
         cli: Cli, tmp_path: Path, anvil_node: AnvilNode, market: AaveMarket, lsts: LstMarket, wallet: Any) -> None:
     networks = networks_file(tmp_path, anvil_node, market, lsts)
+    # At ~11x, the 2.5 % oracle drop below is also a ~27 % drawdown at oracle prices: the drawdown limit
+    # stays a warning here, so that the health-factor reduce is what acts.
     proc = cli.start("eth_leveraged", "--capital", "10", "--env", "dev", "--set", "monitoring_interval=1",
-                     env=chain_env(anvil_node, wallet, networks))
+                     "--risk", "max_drawdown.policy=warn", env=chain_env(anvil_node, wallet, networks))
     row = cli.wait_running(proc, timeout=60)
     assert row["execution_mode"] == "live"
     address = wallet.address

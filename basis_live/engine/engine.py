@@ -125,6 +125,8 @@ class EventDrivenStrategyEngine:
         #: actor trades at a time, and an account read never straddles a venue step half done (on
         #: chain: borrowed WETH not yet supplied). Not reentrant: taken only at those outer levels.
         self.trade_lock = asyncio.Lock()
+        #: A risk reduce waiting for the trade lock (set by the watchdog); cancelled by a halt.
+        self.reduce_task: asyncio.Task[Any] | None = None
         self.ticks = 0
         self.last_tick_at: datetime | None = None  # wall clock, UTC
         self._skip_logged: dict[tuple[str, str, str], datetime] = {}
@@ -484,6 +486,8 @@ class EventDrivenStrategyEngine:
             for task in self._tasks:
                 if task.get_name() == "strategy":
                     task.cancel()
+            if self.reduce_task is not None:
+                self.reduce_task.cancel()
             cancelled = await self.orders.cancel_all()
             if command_id is not None:
                 # The operator learns at once that trading is halted and orders are cancelled; an
@@ -565,10 +569,11 @@ class EventDrivenStrategyEngine:
                 if stop_wait in done:
                     break
         finally:
-            for task in [*self._tasks, stop_wait]:
+            pending = [*self._tasks, stop_wait, *([self.reduce_task] if self.reduce_task else [])]
+            for task in pending:
                 task.cancel()
             # Loops also check the stop flag; a task stuck in a hung venue call is abandoned here.
-            await asyncio.wait([*self._tasks, stop_wait], timeout=2.0)
+            await asyncio.wait(pending, timeout=2.0)
         return await self._finish(failure)
 
     async def run_backtest(self, watchdog: Any, end: datetime, step_seconds: float,

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from basis_live.engine.engine import HALTED, REDUCING
+from basis_live.venues.base import VenueError
 
 if TYPE_CHECKING:
     from basis_live.engine.engine import EventDrivenStrategyEngine
@@ -130,17 +131,31 @@ class RiskWatchdog:
             now = view.market.timestamp
             cooldown = engine.strategy.monitoring_interval
             due = self._last_reduce is None or (now - self._last_reduce).total_seconds() >= cooldown
-            # A step in progress (a tick's orders, a long on-chain loop) finishes first: the watchdog
-            # never waits for it (commands, emergency stops included, must stay responsive) and
-            # reduces at its next evaluation.
-            if due and not engine.trade_lock.locked():
+            busy = engine.reduce_task is not None and not engine.reduce_task.done()
+            if due and not busy:
                 self._last_reduce = now
-                async with engine.trade_lock:
-                    view = await engine.checkpoint()  # fresh holdings; attribute up to this moment
-                    intents = engine.mode.reduce(view, reducing)
-                    if intents:
-                        engine.event("risk.reduce", f"reducing exposure for {', '.join(reducing)}: " +
-                                     ", ".join(f"{i.side} {i.quantity:.8f} {i.symbol}@{i.venue}" for i in intents),
-                                     level="warning")
-                        await engine.execute(intents)
-                        await engine.checkpoint()
+                if engine.trade_lock.locked():
+                    # A step is in flight (a tick's orders, a long on-chain loop): the reduce waits for
+                    # it in its own task; the watchdog goes on (commands, emergency stops included).
+                    engine.reduce_task = asyncio.create_task(self._reduce(reducing), name="reduce")
+                else:
+                    await self._reduce(reducing)
+
+    async def _reduce(self, reducing: list[str]) -> None:
+        """Cut exposure for the breached limits, planned on fresh holdings under the trade lock."""
+        engine = self.engine
+        try:
+            async with engine.trade_lock:
+                if engine.state == HALTED:
+                    return
+                view = await engine.checkpoint()  # fresh holdings; attribute up to this moment
+                intents = engine.mode.reduce(view, reducing)
+                if intents:
+                    engine.event("risk.reduce", f"reducing exposure for {', '.join(reducing)}: " +
+                                 ", ".join(f"{i.side} {i.quantity:.8f} {i.symbol}@{i.venue}" for i in intents),
+                                 level="warning")
+                    await engine.execute(intents)
+                    await engine.checkpoint()
+        except VenueError as exc:
+            engine.event("risk.reduce_failed", f"risk reduce for {', '.join(reducing)} failed: {exc}; "
+                         "retried at the next evaluation", level="error")
