@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from decimal import Decimal
+from datetime import timedelta
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 
 import pytest
 
 from basis_live.engine.engine import HALTED, REDUCING
 from basis_live.engine.portfolio import price_usdt
+from basis_live.feeds.base import RewardDrop
 from engine_harness import build
 
 
@@ -192,19 +194,26 @@ def _ts(text: str):  # type: ignore[no-untyped-def]
 
 
 def test_eth_staking_only_earns_exactly_the_lst_rate_drift_in_eth(tmp_path: Path) -> None:
+    # wstETH (Lido): no seasonal reward drops, although the sample feed drops EIGEN / ETHFI on eETH
+    # every week (weETH's drops: tests/test_seasonal_rewards.py).
+    lido = ["lst_type=wstETH", "venues.lido.enabled=true", "venues.etherfi.enabled=false"]
+
     async def scenario():  # type: ignore[no-untyped-def]
-        harness = await build(tmp_path, "eth_staking_only", "10", days=30, speed=10_000_000)
+        harness = await build(tmp_path, "eth_staking_only", "10", days=30, speed=10_000_000, overrides=lido)
         outcome = await harness.run_until(timeout=60)
         return harness, outcome
 
     harness, outcome = run(scenario())
     assert outcome.status == "completed"
     engine = harness.engine
+    assert len(harness.feed.inner.reward_drops) >= 4
+    assert not [e for e in harness.venues["wallet"]._ledger if e.kind == "reward"]
+    assert Decimal(engine.attribution.as_dict()["seasonal_rewards"]) == 0
     (stake,) = harness.store.list_fills("t0000001")
     staked = Decimal(stake["quantity"])
     rate_at_stake = Decimal(stake["price"])
-    rate_now = Decimal(repr(engine.market.lst_rate["weETH"]))
-    gas_eth = -sum((e.amount for e in harness.venues["etherfi"]._ledger if e.kind == "gas"), Decimal(0))
+    rate_now = Decimal(repr(engine.market.lst_rate["wstETH"]))
+    gas_eth = -sum((e.amount for e in harness.venues["lido"]._ledger if e.kind == "gas"), Decimal(0))
     # ETH share class: idle ETH + LST x oracle rate; no base APR added on top of the rate drift.
     expected = Decimal(10) - staked * rate_at_stake - gas_eth + staked * rate_now
     # The venue debits ETH in wei and valuation goes through USDT and back (28 digits): 1e-15 ETH.
@@ -317,3 +326,75 @@ def test_a_withdrawal_shrinks_every_leg_one_to_one_and_counts_as_a_flow(tmp_path
         assert after.health_factor > 1.02
     if strategy_config.market_neutral:
         assert abs(after.net_delta) / after.gross_exposure < Decimal(repr(strategy_config.delta_tolerance)) * 2
+
+
+def _one_drop(drop: RewardDrop, gas_gwei: float = 5.0):  # type: ignore[no-untyped-def]
+    """The sample market with this one reward drop instead of the feed's own, at a fixed gas price."""
+    def transform(snap):  # type: ignore[no-untyped-def]
+        paid = (drop,) if snap.timestamp >= drop.timestamp else ()
+        spot = {k: v for k, v in snap.spot.items() if k not in ("EIGEN", "ETHFI")}
+        if paid:
+            spot[drop.token] = drop.price_usd
+        return dataclasses.replace(snap, rewards_paid=paid, spot=spot, gas_price_gwei=gas_gwei)
+
+    return transform
+
+
+@pytest.mark.parametrize("strategy, capital", [
+    ("eth_staking_only", "10"),
+    ("eth_leveraged", "10"),
+    ("usdt_market_neutral_no_leverage", "100000"),
+    ("usdt_market_neutral", "100000"),
+])
+def test_a_weeth_mode_sells_a_reward_drop_for_eth_on_the_next_tick_with_the_pnl_booked_to_its_source(
+        tmp_path: Path, strategy: str, capital: str) -> None:
+    async def scenario():  # type: ignore[no-untyped-def]
+        harness = await build(tmp_path, strategy, capital, days=2)
+        engine, chain = harness.engine, harness.venues["wallet"].chain
+        drop = RewardDrop(harness.feed.start + timedelta(hours=2), "EIGEN", 20.0, 3.5)
+        harness.feed.transform = _one_drop(drop)
+        await engine.tick()  # entry
+        market = await harness.feed.snapshot_at(harness.feed.start + timedelta(hours=3))
+        await engine.publish(market)
+        # weETH in the wallet + supplied on AAVE (scaled x the index now), x the oracle rate = eETH.
+        weeth = chain.balances.get("weETH", Decimal(0)) + harness.venues["wallet"].chain.aave.supplied("weETH")
+        credited = (weeth * Decimal(repr(market.lst_rate["weETH"])) * 20).quantize(Decimal("1e-18"), ROUND_DOWN)
+        assert chain.balances["EIGEN"] == credited > 0
+        await engine.tick()
+        return harness, market, credited
+
+    harness, market, credited = run(scenario())
+    engine, chain = harness.engine, harness.venues["wallet"].chain
+    (reward,) = [e for e in harness.venues["wallet"]._ledger if e.kind == "reward"]
+    assert (reward.asset, reward.amount, reward.price_usd) == ("EIGEN", credited, Decimal("3.5"))
+    (sale,) = [o for o in harness.store.list_orders("t0000001") if o["purpose"] == "sell_dust"]
+    assert (sale["venue"], sale["instrument"], sale["side"], Decimal(sale["quantity"]), sale["status"]) == (
+        "uniswap", "EIGEN/ETH", "sell", credited, "filled")
+    assert chain.balances["EIGEN"] == 0
+    sources = engine.attribution.as_dict()
+    share_price = price_usdt(engine.strategy.share_class, market)
+    assert Decimal(sources["seasonal_rewards"]) == pytest.approx(credited * Decimal("3.5") / share_price,
+                                                                 abs=Decimal("1e-8"))
+    assert abs(Decimal(sources["gap"])) < Decimal(capital) * Decimal("1e-8")
+    view = engine.view
+    if engine.strategy.market_neutral:
+        # The ETH the sale returned (~1 % of gross exposure) was hedged in the same tick.
+        assert abs(view.net_delta) / view.gross_exposure <= Decimal(repr(engine.strategy.delta_tolerance))
+
+
+def test_an_emergency_unwind_also_sells_the_reward_tokens_for_eth(tmp_path: Path) -> None:
+    async def scenario():  # type: ignore[no-untyped-def]
+        harness = await build(tmp_path, "eth_leveraged", "10", days=1)
+        harness.feed.transform = _one_drop(RewardDrop(harness.feed.start + timedelta(hours=1), "ETHFI", 1.0, 2.8))
+        await harness.engine.tick()
+        await harness.engine.publish(await harness.feed.snapshot_at(harness.feed.start + timedelta(hours=2)))
+        await harness.engine.emergency_stop("drill", unwind=True)
+        return harness
+
+    harness = run(scenario())
+    chain = harness.venues["aave_v3"].chain
+    assert chain.balances["ETHFI"] == 0 and chain.aave.debt() == 0
+    orders = [o for o in harness.store.list_orders("t0000001") if o["purpose"] in ("sell_dust", "exit_full")]
+    # The sale rides in the unwind's first batch, with the repayment.
+    assert [(o["instrument"], o["purpose"]) for o in orders][:2] == [("ETHFI/ETH", "sell_dust"), ("weETH-loop", "exit_full")]
+    assert all(o["status"] == "filled" for o in orders)

@@ -1,16 +1,22 @@
-"""Paper venues: fills, fees, slippage, margin, funding at settlement, lending index accrual."""
+"""Paper venues: fills, fees, slippage, margin, funding at settlement, lending index accrual, seasonal
+reward drops and their sale (sell_dust)."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 
 import pytest
 
-from basis_live.feeds.base import MarketSnapshot
+from basis_live.config import ConfigManager
+from basis_live.engine.attribution import PnLAttribution
+from basis_live.engine.portfolio import value_portfolio
+from basis_live.feeds.base import MarketSnapshot, RewardDrop
+from basis_live.modes.rewards import sell_dust
 from basis_live.venues.base import AmbiguousOrderError, OrderRejected, OrderRequest
-from basis_live.venues.paper import FeeSchedule, PaperChain, PaperExchange
+from basis_live.venues.paper import FeeSchedule, PaperChain, PaperExchange, SlippageSchedule
 
 T0 = datetime(2025, 1, 1, 7, 0, tzinfo=timezone.utc)
 
@@ -182,3 +188,110 @@ def test_a_hung_venue_hangs_only_its_own_calls() -> None:
         run(bounded())
     other = exchange()
     assert run(other.fetch_account()).venue == "binance"
+
+
+# --- seasonal rewards: a drop credited to weETH holders, sold back to ETH (sell_dust) -------------------
+
+
+def _reward_market(ts: datetime, paid: tuple = (), gas: float = 1.0, weeth_index: float = 1.0) -> MarketSnapshot:
+    """ETH at 3000, weETH rate 1.06; EIGEN priced at 3 once a drop has been paid."""
+    base = snapshot(ts=ts, gas=gas)
+    spot = dict(base.spot, **({"EIGEN": 3.0} if paid else {}))
+    return replace(base, spot=spot, rewards_paid=paid, lending_index=dict(base.lending_index, weETH=weeth_index))
+
+
+def _accounts(chain: PaperChain) -> dict:
+    return {v.name: run(v.fetch_account()) for v in (chain.wallet, chain.aave, chain.swap)}
+
+
+def test_golden_a_drop_is_credited_per_eeth_held_booked_as_seasonal_rewards_and_sold_for_eth() -> None:
+    """10 weETH (6 in the wallet, 4 supplied on AAVE) at a rate of 1.06 hold 10.6 eETH; a drop of 0.5
+    EIGEN per eETH pays 5.3 EIGEN, worth 5.3 x $3 / $3000 = 0.0053 ETH. Selling it at the mark
+    0.001 ETH less 5 bps of slippage (notional $15.9: the first bucket) fills at 0.0009995: 0.00529735
+    ETH, less the 0.05 % pool fee 0.000002648675 ETH, less 1 gwei x 180k gas = 0.00018 ETH."""
+    chain = PaperChain({"supply": 250_000, "swap": 180_000})
+    swap = chain.add_swap(D("0.0005"), SlippageSchedule())
+    chain.on_market(_reward_market(T0))
+    chain.fund("ETH", D(1))
+    chain.fund("weETH", D(10))
+    run(chain.aave.place_order(OrderRequest("s1", "aave_v3", "weETH", "buy", D(4))))
+    attribution = PnLAttribution("ETH")
+    attribution.start(_accounts(chain), chain.market)
+    equity_before = value_portfolio(_accounts(chain), chain.market, "ETH").equity
+
+    drop = RewardDrop(T0 + timedelta(minutes=30), "EIGEN", 0.5, 3.0)
+    market = _reward_market(T0 + timedelta(hours=1), paid=(drop,))
+    chain.on_market(market)
+    chain.on_market(market)  # the same drop seen again is not paid twice
+    assert chain.balances["EIGEN"] == D("5.3")
+    ledger, _ = run(chain.wallet.fetch_ledger())
+    (entry,) = ledger
+    assert (entry.venue, entry.kind, entry.asset, entry.amount, entry.timestamp, entry.price_usd) == (
+        "wallet", "reward", "EIGEN", D("5.3"), drop.timestamp, D("3.0"))
+    attribution.record_ledger(entry)
+    attribution.step(_accounts(chain), market)
+    assert attribution.totals["seasonal_rewards"] == D("0.0053")
+    assert attribution.gap == 0
+    assert {k: v for k, v in attribution.totals.items() if v} == {"seasonal_rewards": D("0.0053")}
+
+    config = ConfigManager().load("eth_staking_only")
+    view = value_portfolio(_accounts(chain), market, "ETH")
+    intents, proceeds = sell_dust(view, config)
+    assert [(i.venue, i.symbol, i.side, i.quantity, i.purpose, i.reduces_exposure) for i in intents] == [
+        ("uniswap", "EIGEN/ETH", "sell", D("5.3"), "sell_dust", True)]
+    assert proceeds == D("0.0053") / D("1.003")
+    # At 10 gwei the swap's gas (0.0018 ETH) is a third of the proceeds: not worth selling yet.
+    assert sell_dust(value_portfolio(_accounts(chain), replace(market, gas_price_gwei=10.0), "ETH"), config)[0] == []
+
+    eth_before = chain.balances["ETH"]
+    state = run(swap.place_order(OrderRequest("d1", "uniswap", "EIGEN/ETH", "sell", D("5.3"))))
+    assert (state.status, state.average_price, state.fee, state.fee_asset) == (
+        "filled", D("0.0009995"), D("0.000002648675"), "ETH")
+    assert chain.balances["EIGEN"] == 0
+    assert chain.balances["ETH"] == eth_before + D("0.00529735") - D("0.000002648675") - D("0.00018")
+    later = _reward_market(T0 + timedelta(hours=2), paid=(drop,))
+    chain.on_market(later)
+    (fill,), _ = run(swap.fetch_fills())
+    attribution.record_fill(fill, later)
+    for entry in run(swap.fetch_ledger())[0]:
+        attribution.record_ledger(entry)
+    attribution.step(_accounts(chain), later)
+    assert attribution.totals["seasonal_rewards"] == D("0.0053")
+    assert attribution.totals["fees"] == D("-0.000002648675")
+    assert attribution.totals["slippage"] == D("-0.00000265")  # (0.0009995 - 0.001) x 5.3
+    assert attribution.totals["gas"] == D("-0.00018")
+    assert abs(attribution.gap) < D("1e-20")
+    equity_after = value_portfolio(_accounts(chain), later, "ETH").equity
+    assert equity_after - equity_before == pytest.approx(sum(attribution.totals.values(), D(0)), abs=D("1e-20"))
+
+
+def test_a_drop_counts_weeth_supplied_on_aave_at_its_current_balance_and_wsteth_earns_none() -> None:
+    chain = PaperChain({"supply": 250_000})
+    chain.on_market(_reward_market(T0))
+    chain.fund("ETH", D(1))
+    chain.fund("weETH", D(4))
+    chain.fund("wstETH", D(100))  # Lido's LST: no EtherFi drops
+    run(chain.aave.place_order(OrderRequest("s1", "aave_v3", "weETH", "buy", D(4))))
+    drop = RewardDrop(T0 + timedelta(hours=1), "ETHFI", 2.0, 1.5)
+    chain.on_market(_reward_market(T0 + timedelta(hours=1), paid=(drop,), weeth_index=1.02))
+    # 4 weETH supplied have grown to 4 x 1.02 on AAVE: 4.08 x 1.06 eETH x 2 ETHFI.
+    assert chain.balances["ETHFI"] == D("4.08") * D("1.06") * 2
+
+
+def test_drops_paid_before_the_first_snapshot_are_history() -> None:
+    chain = PaperChain({})
+    chain.fund("weETH", D(10))
+    old = RewardDrop(T0 - timedelta(days=7), "EIGEN", 0.2, 3.0)
+    chain.on_market(_reward_market(T0, paid=(old,)))
+    chain.on_market(_reward_market(T0 + timedelta(hours=1), paid=(old,)))
+    assert "EIGEN" not in chain.balances
+    assert run(chain.wallet.fetch_ledger())[0] == []
+
+
+def test_the_swap_refuses_a_reward_token_the_market_does_not_price_yet() -> None:
+    chain = PaperChain({"swap": 180_000})
+    swap = chain.add_swap(D("0.0005"), SlippageSchedule())
+    chain.on_market(_reward_market(T0))
+    chain.fund("EIGEN", D(5))
+    with pytest.raises(OrderRejected, match="no EIGEN price"):
+        run(swap.place_order(OrderRequest("d1", "uniswap", "EIGEN/ETH", "sell", D(5))))

@@ -7,6 +7,7 @@ last group loads examples/reference-data.yaml against the real ../shared/referen
 from __future__ import annotations
 
 import asyncio
+import csv
 import statistics
 import time
 from datetime import datetime, timedelta, timezone
@@ -362,3 +363,107 @@ def test_reference_2024_08_05_crash_and_okx_holes_replay_as_documented(
     covered = feed.snapshot(datetime(2024, 11, 15, 5, tzinfo=timezone.utc))
     assert covered.perp_mark["okx"]["ETH"] != covered.spot["ETH"]
     assert covered.funding_rate["okx"]["ETH"] != 0.0
+
+
+# --- seasonal rewards ----------------------------------------------------------------------------------
+
+# EIGEN and ETHFI drops (one row may drop both), one before the feed starts, and one APY-only row:
+# 3.65 %/yr over 365 days is 0.0365 ETH per eETH, at ETH 20 (08:00) and EIGEN's last price 3.5.
+REWARDS_CSV = """# Source: test fixture
+payout,eigen_per_eeth,eigen_usd,ethfi_per_eeth,ethfi_usd,apy,days,quality
+2023-12-31T00:00:00Z,0.1,3.0,,,,,exact
+2024-01-01T04:00:00Z,0.2,3.5,,,,,exact
+2024-01-01T06:00:00Z,,,2.0,2.8,,,estimated
+2024-01-01T08:00:00Z,,,,,0.0365,365,
+2024-01-01T12:00:00Z,0.25,4.0,0.5,3.0,,,exact
+"""
+REWARDS_ENTRY = """seasonal_rewards:
+  file: rewards.csv
+  time_column: payout
+  tokens:
+    EIGEN: {amount_column: eigen_per_eeth, price_column: eigen_usd}
+    ETHFI: {amount_column: ethfi_per_eeth, price_column: ethfi_usd}
+  origin_column: quality
+"""
+APY_ONLY_ENTRY = "  apy_only: {apy_column: apy, days_column: days, token: EIGEN, policy: %s}\n"
+
+
+def rewards_feed(tmp_path: Path, policy: str = "convert", csv_text: str = REWARDS_CSV) -> ReplayFeed:
+    manifest = BASE_MANIFEST + FUNDING_ENTRY + REWARDS_ENTRY + APY_ONLY_ENTRY % policy
+    return ReplayFeed.from_path(write_dataset(tmp_path, manifest, rewards_csv=csv_text))
+
+
+def test_seasonal_rewards_are_drops_per_eeth_and_price_each_token_at_its_last_drop(tmp_path: Path) -> None:
+    feed = rewards_feed(tmp_path)
+    drops = [(d.timestamp, d.token, d.per_eeth, d.price_usd, d.origin) for d in feed.reward_drops]
+    assert drops == [
+        (at(-24), "EIGEN", 0.1, 3.0, "exact"),
+        (at(4), "EIGEN", 0.2, 3.5, "exact"),
+        (at(6), "ETHFI", 2.0, 2.8, "estimated"),
+        (at(8), "EIGEN", pytest.approx(0.0365 * 20 / 3.5), 3.5, "apy_converted"),
+        (at(12), "EIGEN", 0.25, 4.0, "exact"),
+        (at(12), "ETHFI", 0.5, 3.0, "exact"),
+    ]
+    first = feed.snapshot(at(0))
+    assert first.rewards_paid == feed.reward_drops[:1]  # paid before the feed starts: history
+    assert first.spot["EIGEN"] == 3.0 and "ETHFI" not in first.spot  # no ETHFI drop yet
+    assert feed.snapshot(at(5)).spot["EIGEN"] == 3.5
+    at_drop = feed.snapshot(at(6))  # a drop at the instant itself is paid
+    assert at_drop.rewards_paid == feed.reward_drops[:3] and at_drop.spot["ETHFI"] == 2.8
+    last = feed.snapshot(at(16))
+    assert (last.spot["EIGEN"], last.spot["ETHFI"], len(last.rewards_paid)) == (4.0, 3.0, 6)
+    assert feed.rewards_between(at(4), at(12)) == list(feed.reward_drops[2:])
+    (note,) = feed.notes
+    assert note.startswith("seasonal rewards: 1 row of rewards.csv carries only an APY approximation (apy, "
+                           "2024-01-01 .. 2024-01-01): converted to EIGEN drops")
+
+
+def test_apy_only_rows_can_be_skipped_and_the_feed_says_so(tmp_path: Path) -> None:
+    feed = rewards_feed(tmp_path, policy="skip")
+    assert [d.timestamp for d in feed.reward_drops] == [at(-24), at(4), at(6), at(12), at(12)]
+    (note,) = feed.notes
+    assert "1 row of rewards.csv carries only an APY approximation" in note
+    assert note.endswith("skipped (apy_only.policy skip), no drops booked for them")
+
+
+def test_seasonal_rewards_load_errors_name_the_file_and_the_line(tmp_path: Path) -> None:
+    manifest = BASE_MANIFEST + FUNDING_ENTRY + REWARDS_ENTRY  # no apy_only for the APY-only row
+    with pytest.raises(FeedError, match=r"rewards.csv\): line 6 has no reward amount .*describe APY-only rows"):
+        ReplayFeed.from_path(write_dataset(tmp_path / "a", manifest, rewards_csv=REWARDS_CSV))
+    no_price = REWARDS_CSV.replace("0.2,3.5,", "0.2,,")
+    with pytest.raises(FeedError, match="EIGEN drop at line 4 has no eigen_usd"):
+        rewards_feed(tmp_path / "b", csv_text=no_price)
+    with pytest.raises(FeedError, match="apy_only.policy 'guess' is not one of convert, skip"):
+        rewards_feed(tmp_path / "c", policy="guess")
+    percent = REWARDS_CSV.replace("0.0365,365", "3.65,365")
+    with pytest.raises(FeedError, match="must be a fraction a year"):
+        rewards_feed(tmp_path / "d", csv_text=percent)
+    typo = BASE_MANIFEST + REWARDS_ENTRY.replace("origin_column", "origin_col")
+    with pytest.raises(FeedError, match=r"seasonal_rewards: unknown key\(s\) origin_col"):
+        ReplayFeed.from_path(write_dataset(tmp_path / "e", typo, rewards_csv=REWARDS_CSV))
+
+
+def test_reference_seasonal_rewards_book_every_row_and_convert_the_apy_rows_at_their_daily_yield(
+    reference_feed: tuple[ReplayFeed, float],
+) -> None:
+    feed, _ = reference_feed
+    drops = feed.reward_drops
+    assert sum(d.token == "EIGEN" and d.origin == "exact" for d in drops) == 44  # weekly, 2024-10 .. 2025-08
+    assert sum(d.token == "ETHFI" for d in drops) == 12  # 7 top-ups, 5 estimated seasonal airdrops
+    converted = [d for d in drops if d.origin == "apy_converted"]
+    # 58 DeFiLlama rows (2025-08-03 .. 09-29); the last 4 lie beyond the ETH price data.
+    assert len(converted) == 54 and converted[0].timestamp == datetime(2025, 8, 3, tzinfo=timezone.utc)
+    (note,) = feed.notes
+    assert "58 rows" in note and "4 outside the ETH price data" in note
+    # The file derives its own daily yield from the APY the same way: (1 + apy)^(1/365) - 1.
+    path = REFERENCE_DATA / "protocol_data/staking/restaking_final/etherfi_seasonal_rewards_2024-01-01_2025-09-18.csv"
+    with path.open(newline="") as handle:
+        daily = {row["payout_date"]: float(row["daily_yield_pct"]) for row in csv.DictReader(handle)
+                 if row["defillama_reward_apy"]}
+    eth = feed.series("spot.ETH")
+    for drop in converted:
+        assert drop.price_usd == 3.5
+        in_eth = drop.per_eeth * drop.price_usd / eth.value_at(drop.timestamp.timestamp())
+        assert in_eth == pytest.approx(daily[drop.timestamp.date().isoformat()], rel=1e-9)
+    year = feed.snapshot(datetime(2025, 6, 1, tzinfo=timezone.utc))
+    assert (year.spot["EIGEN"], year.spot["ETHFI"]) == (3.5, 2.8)

@@ -91,7 +91,7 @@ def test_snapshot_at_is_awaitable_and_matches_snapshot(default_feed: SampleFeed)
 
 def test_snapshot_contains_every_asset_venue_and_reserve(default_feed: SampleFeed) -> None:
     snapshot = hours_after_start(default_feed, 3)
-    assert set(snapshot.spot) == {"USDT", "BTC", "ETH", "weETH", "wstETH"}
+    assert set(snapshot.spot) == {"USDT", "BTC", "ETH", "weETH", "wstETH"}  # no reward drop yet
     assert snapshot.spot["USDT"] == 1.0
     for venue in PERP_VENUES:
         assert set(snapshot.perp_mark[venue]) == {"BTC", "ETH"}
@@ -326,3 +326,47 @@ def test_snapshot_costs_well_under_a_millisecond(default_feed: SampleFeed) -> No
     for _ in range(1000):
         default_feed.snapshot(ts)
     assert (time.perf_counter() - began) / 1000 < 0.0005  # measured ~10 us
+
+
+# --- seasonal rewards ----------------------------------------------------------------------------------
+
+
+def test_weekly_eigen_and_occasional_ethfi_drops_are_calibrated_on_the_reference_file(default_feed: SampleFeed) -> None:
+    drops = default_feed.reward_drops
+    eigen = [d for d in drops if d.token == "EIGEN"]
+    ethfi = [d for d in drops if d.token == "ETHFI"]
+    # Reference: weekly EIGEN of 0.166 .. 0.211 per eETH, paid on Saturdays at 00:00 UTC.
+    assert len(eigen) == 52
+    assert all((d.timestamp.weekday(), d.timestamp.hour) == (5, 0) for d in eigen)
+    assert 0.17 < statistics.fmean(d.per_eeth for d in eigen) < 0.21
+    assert all(0.13 < d.per_eeth < 0.25 for d in eigen)
+    # ETHFI: small top-ups and a few seasonal airdrops of 2+ per eETH (reference: 2 .. 10.5).
+    assert 1 <= sum(d.per_eeth >= 2 for d in ethfi) <= 5 and len(ethfi) < 20
+    # In ETH, the reference file drops 2.8 % of the eETH held over 2024-06 .. 2025-06.
+    eth_yield = sum(d.per_eeth * d.price_usd / default_feed.snapshot(d.timestamp).spot["ETH"] for d in drops)
+    assert 0.015 < eth_yield < 0.035
+    assert all(d.timestamp > default_feed.start and d.timestamp <= default_feed.end for d in drops)
+
+
+def test_snapshots_carry_the_drops_paid_so_far_and_price_each_token_at_its_last_drop(default_feed: SampleFeed) -> None:
+    first_eigen = next(d for d in default_feed.reward_drops if d.token == "EIGEN")
+    before = default_feed.snapshot(first_eigen.timestamp - timedelta(seconds=1))
+    at_drop = default_feed.snapshot(first_eigen.timestamp)
+    assert before.rewards_paid == () and "EIGEN" not in before.spot
+    assert at_drop.rewards_paid == (first_eigen,) and at_drop.spot["EIGEN"] == first_eigen.price_usd
+    year = default_feed.snapshot(default_feed.end)
+    assert year.rewards_paid == default_feed.reward_drops
+    last_ethfi = [d for d in default_feed.reward_drops if d.token == "ETHFI"][-1]
+    assert year.spot["ETHFI"] == last_ethfi.price_usd
+    assert default_feed.rewards_between(START, START + timedelta(days=14)) == [
+        d for d in default_feed.reward_drops if d.timestamp <= START + timedelta(days=14)]
+
+
+def test_reward_drops_are_seeded_and_a_scenario_changes_only_their_prices() -> None:
+    amounts = [(d.timestamp, d.token, d.per_eeth) for d in SampleFeed(days=60).reward_drops]
+    assert amounts == [(d.timestamp, d.token, d.per_eeth) for d in SampleFeed(days=60).reward_drops]
+    assert amounts != [(d.timestamp, d.token, d.per_eeth) for d in SampleFeed(seed=8, days=60).reward_drops]
+    crash = SampleFeed(days=60, scenario="crash").reward_drops
+    assert [(d.timestamp, d.token, d.per_eeth) for d in crash] == amounts
+    # Token prices move with ETH, which the crash leaves 18 % lower at +24 h.
+    assert crash[0].price_usd < SampleFeed(days=60).reward_drops[0].price_usd

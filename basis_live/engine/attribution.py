@@ -8,7 +8,9 @@ the earlier market to the later one, factor by factor, so each factor's move lan
 - staking_yield: an LST's oracle rate (no base APR on top).
 
 Trades, funding and gas are cash events read from the fills and the venues' ledgers: fees (the fee
-of each fill), slippage (fill price against the mark at the fill), funding, gas. What the balance
+of each fill), slippage (fill price against the mark at the fill, in the pair's quote asset),
+funding, gas, and seasonal_rewards: each EIGEN / ETHFI drop (a ``reward`` ledger entry) at the
+token's price at the drop; a held token's later price moves are price P&L. What the balance
 P&L moves beyond the sum of all sources is the ``gap``; it is stored and shown, and one above
 0.01 % of capital means an unmodelled flow (a bug). Decimal throughout: this is money.
 """
@@ -22,7 +24,10 @@ from basis_live.engine.portfolio import PRICE_ALIASES, price_usdt
 from basis_live.feeds.base import MarketSnapshot
 from basis_live.venues.base import Fill, LedgerEntry, VenueAccount
 
-SOURCES = ("price", "funding", "lending_interest", "borrow_cost", "staking_yield", "fees", "slippage", "gas")
+SOURCES = ("price", "funding", "lending_interest", "borrow_cost", "staking_yield", "seasonal_rewards", "fees",
+           "slippage", "gas")
+#: Ledger entry kind -> source (anything else is gas).
+_LEDGER_SOURCES = {"funding": "funding", "fee": "fees", "reward": "seasonal_rewards"}
 ZERO = Decimal(0)
 
 
@@ -93,7 +98,7 @@ class PnLAttribution:
         self._value_usdt = ZERO
         self._fills: list[Fill] = []
         self._ledger: list[LedgerEntry] = []
-        self._fill_marks: list[Decimal | None] = []
+        self._fill_marks: list[tuple[Decimal, str] | None] = []
 
     def start(self, accounts: dict[str, VenueAccount], market: MarketSnapshot) -> None:
         self._book = holdings(accounts, market)
@@ -140,11 +145,17 @@ class PnLAttribution:
         for fill, mark in zip(self._fills, self._fill_marks):
             moves["fees"] -= fill.fee * price_usdt(fill.fee_asset, now) if fill.fee else ZERO
             if mark is not None:
+                quote_mark, quote = mark
                 signed = fill.quantity if fill.side == "buy" else -fill.quantity
-                moves["slippage"] += (mark - fill.price) * signed
+                moves["slippage"] += (quote_mark - fill.price) * signed * price_usdt(quote, now)
         for entry in self._ledger:
-            value = entry.amount * price_usdt(entry.asset, now)
-            moves[{"funding": "funding", "fee": "fees"}.get(entry.kind, "gas")] += value
+            price = price_usdt(entry.asset, now)
+            source = _LEDGER_SOURCES.get(entry.kind, "gas")
+            if source == "seasonal_rewards" and entry.price_usd is not None:
+                # Booked at the drop's price; what the token moved since is price P&L.
+                moves["price"] += entry.amount * (price - entry.price_usd)
+                price = entry.price_usd
+            moves[source] += entry.amount * price
         book = holdings(accounts, now)
         value_now = book_value(book, now)
         # Convert to the share class at today's price; the old book's USDT value also moves with
@@ -165,10 +176,14 @@ class PnLAttribution:
         return out
 
 
-def _mark_for(fill: Fill, market: MarketSnapshot) -> Decimal | None:
-    """The mark a fill traded against; None for fills that move value 1:1 (AAVE, staking)."""
+def _mark_for(fill: Fill, market: MarketSnapshot) -> tuple[Decimal, str] | None:
+    """(the mark a fill traded against in its quote asset, that asset); None for fills that move
+    value 1:1 (AAVE, staking)."""
     if fill.symbol.endswith(":USDT"):
-        return _d(market.perp_mark[fill.venue][fill.symbol.split("/")[0]])
+        return _d(market.perp_mark[fill.venue][fill.symbol.split("/")[0]]), "USDT"
     if "/" in fill.symbol:
-        return price_usdt(fill.symbol.split("/")[0], market)
+        base, quote = fill.symbol.split("/")[:2]
+        if quote == "USDT":
+            return price_usdt(base, market), quote
+        return price_usdt(base, market) / price_usdt(quote, market), quote
     return None

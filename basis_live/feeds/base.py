@@ -23,6 +23,24 @@ LENDING_ASSETS: tuple[str, ...] = ("USDT", "WETH", "weETH", "wstETH")
 LST_ASSETS: tuple[str, ...] = ("weETH", "wstETH")
 #: Funding settles at these UTC hours on every venue in sample and replay data.
 FUNDING_HOURS_UTC: tuple[int, ...] = (0, 8, 16)
+#: Seasonal reward tokens EtherFi drops on eETH holders (weETH wraps eETH; wstETH earns none).
+REWARD_TOKENS: tuple[str, ...] = ("EIGEN", "ETHFI")
+
+
+@dataclass(frozen=True, slots=True)
+class RewardDrop:
+    """One seasonal reward drop (MODES.md: EtherFi's EIGEN / ETHFI drops, booked as lump sums).
+
+    At ``timestamp`` every eETH held, i.e. weETH x its oracle rate (in the wallet or supplied on
+    AAVE), receives ``per_eeth`` units of ``token``, worth ``price_usd`` each at the drop. ``origin``
+    says where the figure comes from ("exact", "estimated", "apy_converted", "synthetic").
+    """
+
+    timestamp: datetime
+    token: str
+    per_eeth: float
+    price_usd: float
+    origin: str = "exact"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +57,10 @@ class MarketSnapshot:
     - ``borrow_index`` / ``borrow_apr``: asset -> AAVE variableBorrowIndex and variable borrow APR.
     - ``lst_rate``: LST -> ETH per LST (oracle rate), e.g. weETH 1.04.
     - ``gas_price_gwei``: Ethereum gas price.
+    - ``rewards_paid``: every seasonal reward drop paid at or before ``timestamp``, oldest first
+      (the feed's calendar up to now). It only ever grows, so a venue credits the drops beyond the
+      ones it has already seen. From a reward token's first drop on, ``spot`` also prices it
+      ("EIGEN", "ETHFI") at its last drop's price.
     """
 
     timestamp: datetime
@@ -53,6 +75,7 @@ class MarketSnapshot:
     gas_price_gwei: float
     source: str = "sample"
     scenario: str | None = None
+    rewards_paid: tuple[RewardDrop, ...] = field(default=(), repr=False)
     #: time.monotonic() when the engine received this snapshot; set by the engine, used to measure
     #: breach-to-halt latency.
     received_monotonic: float = field(default=0.0, compare=False)
@@ -77,10 +100,19 @@ class MarketFeed(abc.ABC):
     #: Wall seconds between the engine's market refreshes: file feeds are cheap to read every
     #: 20 ms; a network feed sets its own refresh period.
     poll_seconds: float = 0.02
+    #: The seasonal reward drops this feed knows, oldest first (none for most feeds).
+    reward_drops: tuple[RewardDrop, ...] = ()
+    #: Caveats about the data an operator should know (the engine records each as a run event).
+    notes: tuple[str, ...] = ()
 
     @abc.abstractmethod
     async def snapshot_at(self, ts: datetime) -> MarketSnapshot:
         """The market at ``ts`` (UTC, start <= ts <= end); interpolated between data points."""
+
+    def rewards_between(self, start: datetime, end: datetime) -> list[RewardDrop]:
+        """The reward drops paid in (start, end]."""
+        start, end = utc(start), utc(end)
+        return [drop for drop in self.reward_drops if start < drop.timestamp <= end]
 
     async def close(self) -> None:  # pragma: no cover - nothing to release for file feeds
         return None

@@ -37,6 +37,20 @@ Manifest format
         max_gap_hours: 48      # optional: longest allowed hole between two points
         on_gap: default        # optional: error (default) | default
 
+      seasonal_rewards:        # optional: EtherFi's EIGEN / ETHFI drops, one row per drop
+        file: etherfi/seasonal_rewards.csv
+        time_column: payout_date
+        time_format: iso       # optional, as for series
+        tokens:                # token -> its amount per eETH and its USD price at the drop
+          EIGEN: {amount_column: eigen_per_eeth_weekly, price_column: eigen_price_usd}
+          ETHFI: {amount_column: ethfi_per_eeth, price_column: ethfi_price_usd}
+        origin_column: data_quality   # optional: recorded as each drop's origin
+        apy_only:              # optional; required when rows carry only an APY approximation
+          apy_column: defillama_reward_apy   # fraction a year
+          days_column: period_days
+          token: EIGEN
+          policy: convert      # convert (default) | skip
+
 Series names: ``spot.<BTC|ETH>``, ``perp_mark.<venue>.<BTC|ETH>`` and ``funding.<venue>.<BTC|ETH>``
 (venue: binance, bybit, okx), ``lending_index.<asset>``, ``lending_apr.<asset>``,
 ``borrow_index.<asset>``, ``borrow_apr.<asset>`` (asset: USDT, WETH, weETH, wstETH; indices as ratios
@@ -81,6 +95,15 @@ settlement instant the rate just paid is history and the next period's is quoted
 settle each period with the rate quoted before it). At the file's last settlement, whose successor
 is not recorded, the rate is that last one.
 
+Seasonal rewards: each row of the ``seasonal_rewards`` table with a non-empty amount column is a drop
+of that token at the row's time (``RewardDrop``: every eETH held then receives the amount), priced by
+the row's price column; a row may drop several tokens. A row without any amount is an APY-only row:
+``apy_only.policy: convert`` books it as a drop of ``apy_only.token`` worth (1 + apy)^(days/365) - 1
+ETH per eETH (at the ETH price of ``spot.ETH`` at the payout and the token's last recorded price),
+``skip`` books nothing; either way the feed's ``notes`` say what was done (the engine records them
+as a run event), and without ``apy_only`` such a row is a load error. Snapshots carry the drops paid
+so far (``rewards_paid``) and price each reward token in ``spot`` at its last drop's price.
+
 Every load error is a ``FeedError`` with a one-line message naming the series, the file and, when
 known, the time range.
 """
@@ -88,6 +111,7 @@ known, the time range.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 from bisect import bisect_left, bisect_right
@@ -108,6 +132,9 @@ from basis_live.feeds.base import (
     MarketSnapshot,
     utc,
 )
+from basis_live.feeds.rewards import RewardCalendar, RewardTableSpec, load_reward_table, reward_table_spec
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.yaml"
 REQUIRED_SERIES: tuple[str, ...] = ("spot.BTC", "spot.ETH", "lending_index.USDT", "lending_apr.USDT")
@@ -126,7 +153,7 @@ DEFAULT_MAX_GAP_HOURS = 48.0
 
 _SECONDS_PER_YEAR = 365 * 86_400
 _FUNDING_PERIOD_S = 8 * 3600
-_MANIFEST_KEYS = {"root", "series", "max_gap_hours", "description"}
+_MANIFEST_KEYS = {"root", "series", "max_gap_hours", "description", "seasonal_rewards"}
 _SERIES_REQUIRED_KEYS = ("file", "time_column", "value_column")
 _SERIES_KEYS = set(_SERIES_REQUIRED_KEYS) | {"time_format", "scale", "max_gap_hours", "on_gap", "duplicates"}
 #: Kinds whose values may fall back to a default mid-run (an index or a rate jumping to 1.0 may not).
@@ -256,8 +283,9 @@ class ReplayFeed(MarketFeed):
 
     is_sample = False
 
-    def __init__(self, manifest_path: Path, series: dict[str, LoadedSeries]) -> None:
-        """Build from loaded series; use ``from_path`` to read a manifest."""
+    def __init__(self, manifest_path: Path, series: dict[str, LoadedSeries],
+                 rewards: RewardTableSpec | None = None) -> None:
+        """Build from loaded series (and the drops table, if any); use ``from_path`` to read a manifest."""
         missing = [name for name in REQUIRED_SERIES if name not in series]
         if missing:
             raise FeedError(f"manifest {manifest_path}: required series missing: {', '.join(missing)} "
@@ -271,6 +299,15 @@ class ReplayFeed(MarketFeed):
         self.end = datetime.fromtimestamp(end, timezone.utc)
         self.label = f"REPLAY DATA ({manifest_path}, {_fmt_time(start)} .. {_fmt_time(end)})"
         self._plan = self._lookup_plan()
+        self._rewards: RewardCalendar | None = None
+        if rewards is not None:
+            drops, note = load_reward_table(rewards, _TIME_PARSERS[rewards.time_format],
+                                            self._series["spot.ETH"].value_at)
+            self._rewards = RewardCalendar(drops)
+            self.reward_drops = self._rewards.drops
+            self.notes = (note,) if note else ()
+            if note:
+                log.info(note)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> ReplayFeed:
@@ -280,8 +317,8 @@ class ReplayFeed(MarketFeed):
             manifest_path = manifest_path / MANIFEST_NAME
         if not manifest_path.is_file():
             raise FeedError(f"replay manifest not found: {manifest_path}")
-        specs = read_manifest(manifest_path)
-        return cls(manifest_path, load_series(specs))
+        manifest = load_manifest(manifest_path)
+        return cls(manifest_path, load_series(manifest.series), manifest.seasonal_rewards)
 
     @property
     def series_names(self) -> tuple[str, ...]:
@@ -340,6 +377,10 @@ class ReplayFeed(MarketFeed):
             lst_rate[lst] = DEFAULT_LST_RATE if series is None else series.covered_value_at(t)
             spot[lst] = lst_rate[lst] * spot["ETH"]
         gas = plan.gas.value_at(t) if plan.gas is not None else None
+        paid: tuple = ()
+        if self._rewards is not None:
+            paid, prices = self._rewards.at(t)
+            spot.update(prices)
         return MarketSnapshot(
             timestamp=ts,
             spot=spot,
@@ -353,6 +394,7 @@ class ReplayFeed(MarketFeed):
             gas_price_gwei=DEFAULT_GAS_PRICE_GWEI if gas is None else gas,
             source="replay",
             scenario=None,
+            rewards_paid=paid,
         )
 
     def _lookup_plan(self) -> _LookupPlan:
@@ -384,8 +426,21 @@ class _LookupPlan:
 # --- manifest ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A manifest, validated: its series and its seasonal rewards table (files resolved, not read)."""
+
+    series: list[SeriesSpec]
+    seasonal_rewards: RewardTableSpec | None = None
+
+
 def read_manifest(manifest_path: Path) -> list[SeriesSpec]:
     """Parse and validate a manifest file into series specs (files resolved, not yet read)."""
+    return load_manifest(manifest_path).series
+
+
+def load_manifest(manifest_path: Path) -> Manifest:
+    """Parse and validate a manifest file (files resolved, not yet read)."""
     where = f"manifest {manifest_path}"
     try:
         document = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
@@ -414,7 +469,10 @@ def read_manifest(manifest_path: Path) -> list[SeriesSpec]:
         raise FeedError(f"{where}: 'series' must map series names to file descriptions")
     specs = [_series_spec(where, root, str(name), entry, default_gap) for name, entry in entries.items()]
     _check_pairs(where, {spec.name for spec in specs})
-    return specs
+    rewards = document.get("seasonal_rewards")
+    if rewards is not None:
+        rewards = reward_table_spec(where, root, rewards, TIME_FORMATS)
+    return Manifest(specs, rewards)
 
 
 def _series_spec(where: str, root: Path, name: str, entry: Any, default_gap: float | None) -> SeriesSpec:

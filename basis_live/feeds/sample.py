@@ -42,6 +42,11 @@ LST oracle rate             weETH 1.0566, wstETH 1.1893 on 2025-01-01;  start 1.
                             +2.7% / +2.95% a year, never down           +3.0% a year, never down
 gas price (gwei)            median 5.3 (1.2 in 2025), p95 44, max 844,  median 5.1, p95 48, max 317
                             log std 1.1-1.5, hourly acf 0.96
+EtherFi seasonal rewards    weekly EIGEN 0.166 .. 0.211 per eETH ($3.5  52 EIGEN drops, mean 0.187 (0.144
+(per eETH held)             in the file); ETHFI: 7 top-ups of 0.013 ..  .. 0.213); 8 ETHFI drops, 3 of
+                            0.25 in 2024 Q4, seasonal airdrops of 2 ..  them seasons (3.2 .. 4.9);
+                            10.5 every 76 .. 138 days ($2.8); 2.8 % of  2.1 % of eETH in ETH a year
+                            eETH in ETH over 2024-06 .. 2025-06         (1.8 .. 2.4 % over seeds 1..30)
 ==========================  ==========================================  ===============================
 
 Model
@@ -63,6 +68,11 @@ Model
   down.
 - **LSTs**: a daily staking APR (weETH ~2.8%, wstETH ~3.0%) accrued into the oracle rate.
 - **Gas**: log-normal AR(1) per hour.
+- **Seasonal rewards** (``reward_drops``, ``rewards_between``, each snapshot's ``rewards_paid``): an
+  EIGEN drop every Saturday 00:00 UTC, a 10 % chance of an ETHFI top-up every Thursday, and an ETHFI
+  season every 80 .. 140 days (the first 30 .. 140 days in). Token prices start at the reference
+  file's $3.5 / $2.8 and move with ETH (plus 10 % noise per drop). The drops come from their own
+  random stream: the market is the same with or without them.
 
 Time grid: prices, premium and gas are hourly points from ``start`` to ``end = start + days``,
 interpolated linearly; AAVE rates and LST rates are daily knots (the reference data's own cadence)
@@ -105,9 +115,11 @@ from basis_live.feeds.base import (
     FeedError,
     MarketFeed,
     MarketSnapshot,
+    RewardDrop,
     last_funding_settlement,
     utc,
 )
+from basis_live.feeds.rewards import RewardCalendar
 
 #: Named stress scenarios: name -> one-line description (the CLI lists and validates these).
 SCENARIOS: dict[str, str] = {
@@ -220,6 +232,22 @@ _GAS_MEDIAN_GWEI = 5.0
 _GAS_LOG_STD = 1.25
 _GAS_PHI = 0.95
 
+# --- EtherFi seasonal rewards (per eETH held at the drop) ------------------------------------------------
+#: Weekly EIGEN drop, Saturdays 00:00 UTC: mean and std (the reference's weekly rows: 0.166 .. 0.211).
+_EIGEN_PER_EETH = (0.188, 0.011)
+#: ETHFI ad-hoc top-ups, Thursdays 00:00 UTC: a week's chance, amount range (reference: 7 top-ups
+#: over 2024 Q4, 0.013 .. 0.248).
+_ETHFI_TOPUP = (0.10, 0.01, 0.25)
+#: ETHFI seasonal airdrops: days between seasons and amount range (reference seasons: 76 .. 138 days;
+#: 2 .. 10.5 ETHFI, mostly 2 .. 5.5).
+_ETHFI_SEASON_DAYS = (80.0, 140.0)
+_ETHFI_SEASON_PER_EETH = (2.0, 6.0)
+#: Token prices in USD at the start (the reference file's EIGEN 3.5, ETHFI 2.8); each drop's price
+#: moves with ETH (both trade as ETH-beta tokens), with this log noise.
+_REWARD_PRICE_USD = {"EIGEN": 3.5, "ETHFI": 2.8}
+_REWARD_PRICE_NOISE = 0.10
+_SATURDAY, _THURSDAY = 5, 3
+
 
 @dataclass(frozen=True, slots=True)
 class _Scenario:
@@ -320,6 +348,9 @@ class SampleFeed(MarketFeed):
         self._lending = {asset: self._reserve_path(rng, model) for asset, model in _RESERVES.items()}
         self._lst = {lst: self._lst_path(rng, rate0, apr) for lst, (rate0, apr) in _LST_MODEL.items()}
         self._gas = self._gas_path(rng)
+        # Their own stream: adding the drops changed none of the numbers above.
+        self._rewards = RewardCalendar(self._reward_drops(random.Random(f"seasonal-rewards-{self.seed}")))
+        self.reward_drops = self._rewards.drops
 
     def _period_of_hour(self, hour: int) -> int:
         """Index of the funding period hour ``hour`` belongs to: that of the settlement strictly after it."""
@@ -474,6 +505,35 @@ class SampleFeed(MarketFeed):
                 gas[hour] *= _knot_value(knots, hour, 1.0)
         return gas
 
+    def _reward_drops(self, rng: random.Random) -> list[RewardDrop]:
+        """Weekly EIGEN, occasional ETHFI top-ups and seasonal ETHFI airdrops in (start, end]."""
+        eth = self._spot["ETH"]
+
+        def drop(when: datetime, token: str, per_eeth: float) -> RewardDrop:
+            hour = min(int((when - self.start) / timedelta(hours=1)), self._hours)
+            price = _REWARD_PRICE_USD[token] * eth[hour] / eth[0] * math.exp(rng.gauss(0.0, _REWARD_PRICE_NOISE))
+            return RewardDrop(when, token, max(per_eeth, 0.0), price, "synthetic")
+
+        def weekdays(weekday: int) -> list[datetime]:
+            midnight = self.start.replace(hour=0)
+            first = midnight + timedelta(days=(weekday - midnight.weekday()) % 7)
+            if first <= self.start:
+                first += timedelta(days=7)
+            days = []
+            while first <= self.end:
+                days.append(first)
+                first += timedelta(weeks=1)
+            return days
+
+        drops = [drop(when, "EIGEN", rng.gauss(*_EIGEN_PER_EETH)) for when in weekdays(_SATURDAY)]
+        chance, low, high = _ETHFI_TOPUP
+        drops += [drop(when, "ETHFI", rng.uniform(low, high)) for when in weekdays(_THURSDAY) if rng.random() < chance]
+        season = self.start.replace(hour=0) + timedelta(days=round(rng.uniform(30.0, _ETHFI_SEASON_DAYS[1])))
+        while season <= self.end:
+            drops.append(drop(season, "ETHFI", rng.uniform(*_ETHFI_SEASON_PER_EETH)))
+            season += timedelta(days=round(rng.uniform(*_ETHFI_SEASON_DAYS)))
+        return drops
+
     # --- queries --------------------------------------------------------------------------------
 
     async def snapshot_at(self, ts: datetime) -> MarketSnapshot:
@@ -522,6 +582,8 @@ class SampleFeed(MarketFeed):
             apr, rates = self._lst[lst]
             lst_rate[lst] = _daily_accrual(apr, rates, day, day_seconds)[1]
             spot[lst] = lst_rate[lst] * spot["ETH"]
+        paid, prices = self._rewards.at(ts.timestamp())
+        spot.update(prices)
         return MarketSnapshot(
             timestamp=ts,
             spot=spot,
@@ -535,6 +597,7 @@ class SampleFeed(MarketFeed):
             gas_price_gwei=hourly(self._gas),
             source="sample",
             scenario=self.scenario,
+            rewards_paid=paid,
         )
 
 

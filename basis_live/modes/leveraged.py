@@ -5,7 +5,8 @@ With equity E (ETH) at target LTV t: collateral = E / (1 - t), debt = E x t / (1
 staked and supplied; the gap to the target debt is closed with the venue's atomic leverage step
 (``<lst>-loop``: borrow, stake, supply in one operation, as a flash-loan helper does on chain), in
 either direction. ``reduce`` (health factor breach) delevers to a safer LTV; ``unwind`` repays all
-debt before withdrawing any collateral, then redeems the LST to ETH.
+debt before withdrawing any collateral, then redeems the LST to ETH. EtherFi's EIGEN / ETHFI drops on
+the supplied weETH are sold for ETH (``sell_dust``, ``modes.rewards``) and levered with the idle ETH.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from decimal import Decimal
 from basis_live.engine.portfolio import PortfolioView
 from basis_live.feeds.base import MarketSnapshot
 from basis_live.modes.base import OrderIntent, StrategyMode
+from basis_live.modes.rewards import sell_dust, with_reward_sales
 from basis_live.modes.staking import GAS_RESERVE_CAP, GAS_RESERVE_FRACTION, STAKING_VENUE
 
 #: A health-factor reduce step delevers to this multiple of the configured HF floor.
@@ -46,7 +48,8 @@ class Leveraged(StrategyMode):
         if view.equity <= 0:
             return []
         reserve = min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION)
-        return self.lever(view, view.equity, view.balance("wallet", "ETH") - reserve)
+        sales, _ = sell_dust(view, self.config)
+        return sales + self.lever(view, view.equity, view.balance("wallet", "ETH") - reserve)
 
     def lever(self, view: PortfolioView, equity_eth: Decimal, idle_eth: Decimal) -> list[OrderIntent]:
         """Stake and supply ``idle_eth``, supply LST left in the wallet, and close the gap between
@@ -114,6 +117,10 @@ class Leveraged(StrategyMode):
         return intents, wanted
 
     def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
+        return with_reward_sales(self.unwind_book(view), view, self.config)
+
+    def unwind_book(self, view: PortfolioView) -> list[list[OrderIntent]]:
+        """The chain-side unwind: repay, withdraw, redeem (reward tokens not included)."""
         _, debt = self._book(view)
         batches: list[list[OrderIntent]] = []
         if debt > 0:

@@ -6,6 +6,10 @@ plus funding while delta-neutral in USDT.
 The hedge follows the ETH actually held (after this tick's swap), like the basis modes' hedge
 follows the spot held. Moving capital between the chain wallet and the exchanges is not modelled
 yet: each side grows with its own P&L.
+
+EtherFi's EIGEN / ETHFI drops on the weETH are sold for ETH, not USDT (``sell_dust``, see
+``modes.rewards`` for why): the ETH they return is hedged in the same tick (it counts in the hedge
+target) and staked by a later tick with the other idle ETH.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from basis_live.engine.portfolio import PortfolioView, price_usdt
 from basis_live.feeds.base import MarketSnapshot
 from basis_live.modes.base import OrderIntent
 from basis_live.modes.basis import REDUCE_FRACTION, BasisMode
+from basis_live.modes.rewards import sell_dust, with_reward_sales
 from basis_live.modes.staking import STAKING_VENUE
 
 #: Kept in the wallet for gas: USDT (1 % of equity, at most 100) and ETH (at most 0.05).
@@ -60,10 +65,10 @@ class MarketNeutralStaking(BasisMode):
         threshold = Decimal(repr(self.config.position_deviation_threshold))
         price = price_usdt("ETH", view.market)
         rate = Decimal(repr(view.market.lst_rate[self.lst]))
-        intents: list[OrderIntent] = []
+        intents, proceeds = sell_dust(view, self.config)
         entering = view.balance("wallet", self.lst) == 0
         bought = self._swap_idle_usdt(view, price, threshold, entering, intents)
-        eth_after = self._eth_held(view) + bought
+        eth_after = self._eth_held(view) + bought + proceeds
         idle_eth = view.balance("wallet", "ETH") + bought - ETH_GAS_RESERVE
         if idle_eth > 0 and idle_eth * price / view.equity > threshold:
             intents.append(OrderIntent(self.staking_venue, self.lst, "buy", idle_eth / rate,
@@ -110,9 +115,10 @@ class MarketNeutralStaking(BasisMode):
         if staked > 0:
             first.append(OrderIntent(self.staking_venue, self.lst, "sell", staked, "exit_full", True))
         if first:
-            return [first]
+            return with_reward_sales([first], view, self.config)
         eth = view.balance("wallet", "ETH") - ETH_GAS_RESERVE
-        return [[OrderIntent("uniswap", "ETH/USDT", "sell", eth, "exit_full", True)]] if eth > 0 else []
+        plan = [[OrderIntent("uniswap", "ETH/USDT", "sell", eth, "exit_full", True)]] if eth > 0 else []
+        return with_reward_sales(plan, view, self.config)
 
 
 class LeveragedMarketNeutral(MarketNeutralStaking):
@@ -135,10 +141,10 @@ class LeveragedMarketNeutral(MarketNeutralStaking):
             return []
         threshold = Decimal(repr(self.config.position_deviation_threshold))
         price = price_usdt("ETH", view.market)
-        intents: list[OrderIntent] = []
+        intents, proceeds = sell_dust(view, self.config)
         entering = self.loop._book(view)[0] == 0
         bought = self._swap_idle_usdt(view, price, threshold, entering, intents)
-        eth_book = self._eth_held(view) + bought
+        eth_book = self._eth_held(view) + bought + proceeds
         idle_eth = view.balance("wallet", "ETH") + bought - ETH_GAS_RESERVE
         if eth_book > 0:
             intents.extend(self.loop.lever(view, eth_book, idle_eth))
@@ -166,10 +172,12 @@ class LeveragedMarketNeutral(MarketNeutralStaking):
         # Repay all debt (and close the hedge) first, then the chain-side steps of eth_leveraged,
         # then sell the ETH back to USDT: one step per call, re-planned from fresh balances.
         hedge = self._cover_perps(view, Decimal(1), "exit_full")
-        chain = self.loop.unwind(view)
+        chain = self.loop.unwind_book(view)
         if chain:
-            return [hedge + chain[0], *chain[1:]]
-        if hedge:
-            return [hedge]
-        eth = view.balance("wallet", "ETH") - ETH_GAS_RESERVE
-        return [[OrderIntent("uniswap", "ETH/USDT", "sell", eth, "exit_full", True)]] if eth > 0 else []
+            plan = [hedge + chain[0], *chain[1:]]
+        elif hedge:
+            plan = [hedge]
+        else:
+            eth = view.balance("wallet", "ETH") - ETH_GAS_RESERVE
+            plan = [[OrderIntent("uniswap", "ETH/USDT", "sell", eth, "exit_full", True)]] if eth > 0 else []
+        return with_reward_sales(plan, view, self.config)

@@ -1,6 +1,7 @@
 """eth_staking_only: all capital (ETH) staked as the configured LST (weETH via EtherFi, wstETH via
 Lido). Equity is in ETH; the staking yield is the drift of the LST's oracle rate, nothing added on
-top. A small ETH reserve stays in the wallet for gas."""
+top. A small ETH reserve stays in the wallet for gas. weETH also earns EtherFi's EIGEN / ETHFI
+drops: ``sell_dust`` sells them for ETH (``modes.rewards``), which is staked with the idle ETH."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from decimal import Decimal
 from basis_live.engine.portfolio import PortfolioView
 from basis_live.feeds.base import MarketSnapshot
 from basis_live.modes.base import OrderIntent, StrategyMode
+from basis_live.modes.rewards import sell_dust, with_reward_sales
 
 #: ETH kept for gas: 1 % of equity, at most 0.05 ETH.
 GAS_RESERVE_FRACTION = Decimal("0.01")
@@ -31,13 +33,15 @@ class StakingOnly(StrategyMode):
         return Decimal(repr(view.market.lst_rate[self.lst]))
 
     def decide(self, view: PortfolioView) -> list[OrderIntent]:
+        intents, _ = sell_dust(view, self.config)
         reserve = min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION)
         idle = view.balance("wallet", "ETH") - reserve
         if view.equity <= 0 or idle <= 0 or idle / view.equity <= Decimal(repr(self.config.position_deviation_threshold)):
-            return []
+            return intents
         staked = view.balance("wallet", self.lst)
         purpose = "entry_full" if staked == 0 else "entry_partial"
-        return [OrderIntent(self.venue, self.lst, "buy", idle / self._rate(view), purpose, reduces_exposure=False)]
+        intents.append(OrderIntent(self.venue, self.lst, "buy", idle / self._rate(view), purpose, reduces_exposure=False))
+        return intents
 
     def reduce(self, view: PortfolioView, breach_types: list[str]) -> list[OrderIntent]:
         cap = self.config.risk.max_position_size.limit
@@ -49,7 +53,8 @@ class StakingOnly(StrategyMode):
 
     def unwind(self, view: PortfolioView) -> list[list[OrderIntent]]:
         staked = view.balance("wallet", self.lst)
-        return [[OrderIntent(self.venue, self.lst, "sell", staked, "exit_full", True)]] if staked > 0 else []
+        plan = [[OrderIntent(self.venue, self.lst, "sell", staked, "exit_full", True)]] if staked > 0 else []
+        return with_reward_sales(plan, view, self.config)
 
     def free_for_withdrawal(self, view: PortfolioView, fraction: Decimal) -> list[OrderIntent] | None:
         staked = view.balance("wallet", self.lst)

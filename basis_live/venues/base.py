@@ -157,15 +157,17 @@ class Position:
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """A balance change that is not a trade: funding, interest, gas, transfers."""
+    """A balance change that is not a trade: funding, interest, gas, transfers, reward drops."""
 
     entry_id: str
     venue: str
-    kind: Literal["funding", "fee", "gas", "deposit", "withdrawal"]  # fee: a trading fee not on the fill
+    # fee: a trading fee not on the fill; reward: a seasonal reward token credited (EIGEN, ETHFI)
+    kind: Literal["funding", "fee", "gas", "deposit", "withdrawal", "reward"]
     asset: str
     amount: Decimal  # signed: + received, - paid
     timestamp: datetime
     symbol: str | None = None
+    price_usd: Decimal | None = None  # reward: the token's USD price at the drop
 
 
 @dataclass

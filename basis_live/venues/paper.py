@@ -14,6 +14,9 @@ They implement the same ``Venue`` interface as the live venues. What they simula
 - Lending: supply stores scaled = amount / liquidityIndex; the balance is scaled x the current
   index. Every on-chain action pays gas = gas price x gas units, in ETH from the wallet if it holds
   ETH, otherwise in USDT at the ETH price (the paper wallet's gas reserve).
+- Seasonal rewards: at each EtherFi drop in the snapshots' ``rewards_paid``, the wallet receives
+  weETH held (wallet + supplied on AAVE) x the weETH oracle rate (= eETH) x the drop's amount per
+  eETH, as a ``reward`` ledger entry of the wallet; the swap route sells them for ETH.
 - ``faults`` lets tests make a venue lose submit responses, hang, or refuse (unit tests only).
 """
 
@@ -23,9 +26,9 @@ import asyncio
 import itertools
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
-from basis_live.feeds.base import MarketSnapshot, last_funding_settlement
+from basis_live.feeds.base import REWARD_TOKENS, MarketSnapshot, last_funding_settlement
 from basis_live.venues.base import (
     ZERO,
     AmbiguousOrderError,
@@ -155,8 +158,10 @@ class _PaperBase(Venue):
 
     def _add_fill(self, request: OrderRequest, quantity: Decimal, price: Decimal, fee: Decimal, fee_asset: str) -> None:
         self._fills.append(
-            Fill(f"{self.name}-f{next(self._ids)}", request.client_order_id, self.name, request.symbol,
-                 request.side, quantity, price, fee, fee_asset, self._now())
+            # The client order id makes the fill id unique across runs sharing one state database
+            # (the store keeps a fill once per venue and fill id).
+            Fill(f"{self.name}-{request.client_order_id}-f{next(self._ids)}", request.client_order_id, self.name,
+                 request.symbol, request.side, quantity, price, fee, fee_asset, self._now())
         )
 
     def _reject(self, request: OrderRequest, reason: str) -> OrderState:
@@ -381,6 +386,8 @@ class PaperChain:
     QUANTITY_STEPS = {"USDT": D("0.000001"), "WETH": D("0.000000000000000001"),
                       "weETH": D("0.000000000000000001"), "wstETH": D("0.000000000000000001"),
                       "ETH": D("0.000000000000000001")}
+    #: EIGEN and ETHFI are 18-decimal ERC-20s (not AAVE reserves, hence not in QUANTITY_STEPS).
+    REWARD_STEP = D("0.000000000000000001")
 
     def __init__(self, gas_units: dict[str, int], aave_risk: AaveRiskParams | None = None) -> None:
         self.balances: dict[str, Decimal] = {}
@@ -392,6 +399,7 @@ class PaperChain:
         self.etherfi = PaperStaking(self, "etherfi", "weETH")
         self.lido = PaperStaking(self, "lido", "wstETH")
         self.swap: PaperSwap | None = None
+        self._rewards_seen: int | None = None  # how many of the snapshots' rewards_paid are booked
 
     def add_swap(self, fee: Decimal, slippage: SlippageSchedule) -> "PaperSwap":
         self.swap = PaperSwap(self, fee, slippage)
@@ -403,6 +411,36 @@ class PaperChain:
         for venue in (self.wallet, self.aave, self.etherfi, self.lido, self.swap):
             if venue is not None:
                 venue.market = snapshot
+        self._credit_rewards(snapshot)
+
+    def weeth_held(self) -> Decimal:
+        """weETH in the wallet plus weETH supplied on AAVE (scaled x the current index)."""
+        reserve = self.reserves.get("weETH")
+        supplied = ZERO
+        if reserve is not None and reserve.scaled_supply and self.market is not None:
+            supplied = reserve.scaled_supply * _d(self.market.lending_index["weETH"])
+        return self.balances.get("weETH", ZERO) + supplied
+
+    def _credit_rewards(self, snapshot: MarketSnapshot) -> None:
+        """Credit the drops paid since the previous snapshot (those paid before the first one are
+        history): weETH held x the weETH oracle rate now (= eETH) x the amount per eETH, rounded
+        down to the token's 18 decimals. Holdings cannot change between two snapshots (orders are
+        placed on the latest one), so what is held now is what was held at the drop."""
+        paid = snapshot.rewards_paid
+        seen, self._rewards_seen = self._rewards_seen, len(paid)
+        if seen is None or len(paid) <= seen:
+            return
+        weeth = self.weeth_held()
+        if weeth <= 0:
+            return
+        eeth = weeth * _d(snapshot.lst_rate["weETH"])
+        for drop in paid[seen:]:
+            amount = (eeth * _d(drop.per_eeth)).quantize(self.REWARD_STEP, rounding=ROUND_DOWN)
+            if amount <= 0:
+                continue
+            self.balances[drop.token] = self.balances.get(drop.token, ZERO) + amount
+            self.wallet._ledger.append(LedgerEntry(f"wallet-l{next(self.wallet._ids)}", "wallet", "reward",
+                                                   drop.token, amount, drop.timestamp, "weETH", _d(drop.price_usd)))
 
     def fund(self, asset: str, amount: Decimal) -> None:
         self.balances[asset] = self.balances.get(asset, ZERO) + amount
@@ -471,9 +509,11 @@ class PaperStaking(_PaperBase):
 
 
 class PaperSwap(_PaperBase):
-    """An on-chain ETH <-> USDT swap route (a Uniswap v3 pool) on the paper chain: ``buy`` ETH with
-    wallet USDT, ``sell`` ETH for USDT, at the spot price moved by the slippage bucket, less the pool
-    fee, plus gas."""
+    """On-chain swap routes (Uniswap v3 pools) on the paper chain: ETH <-> USDT (``buy`` ETH with
+    wallet USDT, ``sell`` ETH for USDT) and the seasonal reward tokens for ETH (``EIGEN/ETH``,
+    ``ETHFI/ETH``: ``sell`` the token for ETH, the ``sell_dust`` route). A fill is at the spot price
+    in the quote asset (the token's USD price / ETH's for the reward pairs), moved by the slippage
+    bucket of its USDT notional, less the pool fee (in the quote asset), plus gas."""
 
     def __init__(self, chain: PaperChain, fee: Decimal, slippage: SlippageSchedule) -> None:
         super().__init__("uniswap")
@@ -482,6 +522,11 @@ class PaperSwap(_PaperBase):
         self.slippage = slippage
         self._instruments = {"ETH/USDT": Instrument("uniswap", "ETH/USDT", "spot", "ETH", "USDT", D("0.000001"),
                                                     D("0.01"), D("0.000001"), D(1))}
+        step = PaperChain.REWARD_STEP
+        for token in REWARD_TOKENS:
+            # No minimum notional: the mode decides when a holding is worth its gas.
+            self._instruments[f"{token}/ETH"] = Instrument("uniswap", f"{token}/ETH", "spot", token, "ETH", step,
+                                                           D("1e-18"), D("0.000001"), ZERO)
 
     async def instruments(self) -> dict[str, Instrument]:
         return dict(self._instruments)
@@ -497,27 +542,37 @@ class PaperSwap(_PaperBase):
         if request.quantity <= 0 or instrument.round_quantity(request.quantity) != request.quantity:
             return self._reject(request, f"amount {request.quantity} not a multiple of {instrument.quantity_step}")
         assert self.market is not None
-        mark = _d(self.market.spot["ETH"])
+        base, quote = instrument.base, instrument.quote
+        spot = self.market.spot
+        if base not in spot:
+            return self._reject(request, f"no {base} price yet")
+        base_usd = _d(spot[base])
+        mark = base_usd / _d(spot[quote]) if quote != "USDT" else base_usd
         direction = 1 if request.side == "buy" else -1
-        price = instrument.round_price(mark * (1 + direction * self.slippage.bps_for(request.quantity * mark) * _BPS))
+        bps = self.slippage.bps_for(request.quantity * base_usd)
+        price = instrument.round_price(mark * (1 + direction * bps * _BPS))
         notional = request.quantity * price
-        fee = (notional * self.fee).quantize(D("0.000001"))
+        # USDT legs keep the route's historical 6-decimal fee; ETH legs are wei-exact.
+        fee_step = D("0.000001") if quote == "USDT" else PaperChain.QUANTITY_STEPS["ETH"]
+        if quote != "USDT":
+            notional = notional.quantize(fee_step, rounding=ROUND_DOWN)
+        fee = (notional * self.fee).quantize(fee_step)
         balances = self.chain.balances
         if request.side == "buy":
-            if balances.get("USDT", ZERO) < notional + fee:
-                return self._reject(request, f"insufficient USDT in wallet: {balances.get('USDT', ZERO)} < {notional + fee}")
-            balances["USDT"] -= notional + fee
-            balances["ETH"] = balances.get("ETH", ZERO) + request.quantity
+            if balances.get(quote, ZERO) < notional + fee:
+                return self._reject(request, f"insufficient {quote} in wallet: {balances.get(quote, ZERO)} < {notional + fee}")
+            balances[quote] -= notional + fee
+            balances[base] = balances.get(base, ZERO) + request.quantity
         else:
-            if balances.get("ETH", ZERO) < request.quantity:
-                return self._reject(request, f"insufficient ETH in wallet: {balances.get('ETH', ZERO)} < {request.quantity}")
-            balances["ETH"] -= request.quantity
-            balances["USDT"] = balances.get("USDT", ZERO) + notional - fee
+            if balances.get(base, ZERO) < request.quantity:
+                return self._reject(request, f"insufficient {base} in wallet: {balances.get(base, ZERO)} < {request.quantity}")
+            balances[base] -= request.quantity
+            balances[quote] = balances.get(quote, ZERO) + notional - fee
         self.chain.pay_gas("swap", self)
-        self._add_fill(request, request.quantity, price, fee, "USDT")
+        self._add_fill(request, request.quantity, price, fee, quote)
         return self._record(request, OrderState(request.client_order_id, self.name, request.symbol, request.side,
                                                 request.quantity, "filled", f"0xpaper{next(self._ids):060x}",
-                                                request.quantity, price, fee, "USDT"))
+                                                request.quantity, price, fee, quote))
 
 
 class PaperWallet(_PaperBase):
