@@ -118,6 +118,29 @@ class MarketFeed(abc.ABC):
         return None
 
 
+class PolledFeed(MarketFeed):
+    """A feed read from the network (exchanges, a node): the latest read, refreshed when older than
+    ``refresh_seconds`` of wall time, stamped with the time asked for. Subclasses read in ``_read``."""
+
+    refresh_seconds: float = 5.0
+    _latest: MarketSnapshot | None = None
+    _fetched_at: float = 0.0
+
+    @abc.abstractmethod
+    async def _read(self, ts: datetime) -> MarketSnapshot:
+        """A fresh read of the market, stamped ``ts``; FeedError naming what failed."""
+
+    async def snapshot_at(self, ts: datetime) -> MarketSnapshot:
+        import dataclasses
+        import time
+
+        now = time.monotonic()
+        if self._latest is None or now - self._fetched_at >= self.refresh_seconds:
+            self._latest = await self._read(ts)
+            self._fetched_at = now
+        return dataclasses.replace(self._latest, timestamp=ts)
+
+
 def utc(ts: datetime) -> datetime:
     """Return ``ts`` as an aware UTC datetime (naive input is taken as UTC)."""
     if ts.tzinfo is None:

@@ -20,13 +20,11 @@ the exchanges, are not live-wired yet). A read that fails is a ``FeedError`` nam
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from basis_live.feeds.base import FeedError, MarketFeed, MarketSnapshot
+from basis_live.feeds.base import FeedError, MarketSnapshot, PolledFeed
 
 RAY = Decimal(10) ** 27
 ORACLE_DECIMALS = 8
@@ -51,7 +49,7 @@ def _abi() -> dict[str, list[dict[str, Any]]]:
     }
 
 
-class ChainFeed(MarketFeed):
+class ChainFeed(PolledFeed):
     is_sample = False
 
     def __init__(self, w3: Any, network: Any, network_name: str, refresh_seconds: float = 12.0) -> None:
@@ -71,8 +69,6 @@ class ChainFeed(MarketFeed):
         self.data_provider = w3.eth.contract(address=w3.to_checksum_address(network.aave_v3.data_provider),
                                              abi=abi["data_provider"])
         self._oracle: Any = None
-        self._latest: MarketSnapshot | None = None
-        self._fetched_at = 0.0
 
     async def _call(self, what: str, awaitable: Any) -> Any:
         try:
@@ -119,15 +115,3 @@ class ChainFeed(MarketFeed):
             lending_apr=lending_apr, borrow_index=borrow_index, borrow_apr=borrow_apr, lst_rate=lst_rate,
             gas_price_gwei=float(Decimal(gas) / Decimal(10**9)), source="chain",
         )
-
-    async def snapshot_at(self, ts: datetime) -> MarketSnapshot:
-        """The latest chain state, read again when older than ``refresh_seconds`` of wall time."""
-        now = time.monotonic()
-        if self._latest is None or now - self._fetched_at >= self.refresh_seconds:
-            self._latest = await self._read(ts)
-            self._fetched_at = now
-        return dataclasses.replace(self._latest, timestamp=ts)
-
-    def invalidate(self) -> None:
-        """Read again at the next snapshot (after the engine's own transactions moved the chain)."""
-        self._fetched_at = 0.0

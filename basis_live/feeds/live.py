@@ -11,11 +11,10 @@ the feed serves only modes that need nothing else (the basis modes); the service
 from __future__ import annotations
 
 import os
-import time
 from datetime import datetime, timezone
 from typing import Any
 
-from basis_live.feeds.base import BASE_ASSETS, PERP_VENUES, FeedError, MarketFeed, MarketSnapshot
+from basis_live.feeds.base import BASE_ASSETS, PERP_VENUES, FeedError, MarketSnapshot, PolledFeed
 
 #: What the snapshot carries where no live source exists (documented, never used by the modes the
 #: live feed serves): neutral indices and rates.
@@ -23,7 +22,7 @@ _NEUTRAL_INDEX = {"USDT": 1.0, "WETH": 1.0, "weETH": 1.0, "wstETH": 1.0}
 _ZERO_RATE = {"USDT": 0.0, "WETH": 0.0, "weETH": 0.0, "wstETH": 0.0}
 
 
-class LiveFeed(MarketFeed):
+class LiveFeed(PolledFeed):
     is_sample = False
 
     def __init__(self, environment: str = "dev", refresh_seconds: float = 5.0,
@@ -50,8 +49,6 @@ class LiveFeed(MarketFeed):
         self.end = None
         self.label = (f"LIVE MARKET DATA ({environment} endpoints of binance, bybit, okx via ccxt)" if trading
                       else "LIVE PUBLIC DATA (binance, bybit, okx via ccxt; fills simulated)")
-        self._latest: MarketSnapshot | None = None
-        self._fetched_at = 0.0
 
     async def _read(self, ts: datetime) -> MarketSnapshot:
         spot: dict[str, float] = {"USDT": 1.0}
@@ -78,16 +75,6 @@ class LiveFeed(MarketFeed):
             lending_apr=_ZERO_RATE, borrow_index=_NEUTRAL_INDEX, borrow_apr=_ZERO_RATE,
             lst_rate={"weETH": 1.0, "wstETH": 1.0}, gas_price_gwei=0.0, source="live",
         )
-
-    async def snapshot_at(self, ts: datetime) -> MarketSnapshot:
-        """The latest market, read again when older than ``refresh_seconds`` of wall time."""
-        import dataclasses
-
-        now = time.monotonic()
-        if self._latest is None or now - self._fetched_at >= self.refresh_seconds:
-            self._latest = await self._read(ts)
-            self._fetched_at = now
-        return dataclasses.replace(self._latest, timestamp=ts)
 
     async def close(self) -> None:
         for client in self.clients.values():
