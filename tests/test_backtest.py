@@ -223,3 +223,64 @@ def test_attribution_reconciles_with_balance_pnl_on_every_snapshot(cli: Cli, str
         assert abs(Decimal(sources["gap"])) < limit
         # Each value is rounded to 1e-8 when stored: nine sources and the gap.
         assert tracked + Decimal(sources["gap"]) == pytest.approx(Decimal(pnl), abs=Decimal("1e-7"))
+
+
+def _momentum_signals(path: Path, start: str, end: str) -> int:
+    """A deterministic weekly signals file from the replayed binance BTC perp: each Monday-to-Monday
+    week long when the price is above its level a week earlier, else short; stop-loss 5 % and
+    take-profit 10 % away (one-week candles). Returns how many signals it wrote."""
+    import asyncio
+    from datetime import datetime, timedelta, timezone
+
+    from basis_live.feeds.replay import ReplayFeed
+
+    feed = ReplayFeed.from_path(MANIFEST)
+
+    def mark(ts: datetime) -> float:
+        return asyncio.run(feed.snapshot_at(ts)).perp_mark["binance"]["BTC"]
+
+    day = datetime.fromisoformat(start).replace(tzinfo=timezone.utc) + timedelta(days=7)
+    last = datetime.fromisoformat(end).replace(tzinfo=timezone.utc)
+    rows = []
+    while day < last:
+        price, week_ago = mark(day), mark(day - timedelta(days=7))
+        up = price > week_ago
+        rows.append(f"{day.isoformat().replace('+00:00', 'Z')},{'long' if up else 'short'},0.8,"
+                    f"{price * (1.1 if up else 0.9)},{price * (0.95 if up else 1.05)}\n")
+        day += timedelta(days=7)
+    path.write_text("timestamp,signal,confidence,take_profit,stop_loss\n" + "".join(rows))
+    return len(rows)
+
+
+@pytest.mark.skipif(not REFERENCE_DATA.is_dir(), reason="../shared/reference-data is absent (only outside CI)")
+def test_ml_btc_directional_backtests_a_year_of_real_history_in_btc_within_sane_bands(cli: Cli, tmp_path: Path) -> None:
+    import sqlite3
+
+    signals = tmp_path / "momentum.csv"
+    assert _momentum_signals(signals, "2024-06-01", "2025-06-01") == 52
+    capital = Decimal(1)
+    result = cli.run("backtest", "ml_btc_directional", "--capital", str(capital), "--start", "2024-06-01",
+                     "--end", "2025-06-01", "--data", str(MANIFEST), "--set", f"ml.signal_source={signals}",
+                     "--set", "ml.candle_seconds=604800", "--step", "3600",
+                     # The toy rule is not a good strategy: a year of it draws down past the mode's 15 %
+                     # emergency stop. This test is about the BTC accounting, so let it run the year.
+                     "--risk", "max_drawdown=0.5", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    s = json.loads(result.stdout)
+    assert s["status"] == "completed", s.get("reason")
+    assert s["share_class"] == "BTC" and s["feed"].startswith("REPLAY DATA")
+    # One trade in and one out a week at most, each paying 0.05 % of ~1 BTC of notional, in BTC.
+    assert 60 < s["total_trades"] <= 2 * 52
+    assert Decimal("0.02") < Decimal(s["fees_paid"]) < Decimal("0.06")
+    assert Decimal(s["funding_received"]) != 0 and abs(Decimal(s["funding_received"])) < Decimal("0.1")
+    # A leverage-1 BTC directional book: P&L in BTC, nowhere near the capital's own size.
+    assert -60 < s["return_pct"] < 100
+    assert s["min_margin_ratio"] > 0.5  # 1x notional on BTC margin
+    assert abs(Decimal(s["attribution_gap"])) < capital * Decimal("0.0001")
+    rows = sqlite3.connect(cli.db).execute(
+        "SELECT pnl, pnl_by_source_json FROM snapshots WHERE run_id = ? ORDER BY id", (s["run_id"],)).fetchall()
+    for pnl, sources_json in rows[1:]:
+        sources = json.loads(sources_json)
+        assert abs(Decimal(sources["gap"])) < capital * Decimal("0.0001")
+        tracked = sum(Decimal(v) for k, v in sources.items() if k != "gap")
+        assert tracked + Decimal(sources["gap"]) == pytest.approx(Decimal(pnl), abs=Decimal("1e-7"))

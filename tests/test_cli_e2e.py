@@ -190,12 +190,31 @@ def _assert_refused(result, code: str, fragment: str, db: Path) -> None:  # type
          "hedge_allocation must sum to 1"),
         (["pure_lending", "--capital", "1000", "--risk", "max_drawdown=1.5"], "LT-002", "max_drawdown"),
         (["pure_lending", "--capital", "1000", "--scenario", "meteor"], "LT-001", "unknown scenario 'meteor'"),
-        (["ml_btc_directional", "--capital", "1"], "LT-003", "not implemented yet"),
+        (["ml_btc_directional", "--capital", "1"], "LT-003", "ml_btc_directional needs ml.signal_source"),
         (["pure_lending", "--capital", "1000", "--speed", "0"], "LT-001", "--speed must be > 0"),
     ],
 )
 def test_bad_start_input_gives_one_line_with_its_code_exit_2_and_no_run(cli: Cli, args, code, fragment) -> None:
     _assert_refused(cli.run("start", *args), code, fragment, cli.db)
+
+
+def test_ml_btc_directional_starts_on_paper_with_btc_capital_and_trades_the_inverse_perp(cli: Cli,
+                                                                                       tmp_path: Path) -> None:
+    signals = tmp_path / "signals.csv"
+    signals.write_text("timestamp,signal,confidence,take_profit,stop_loss\n2025-01-01T00:00:00Z,long,0.9,,\n")
+    engine = cli.start("ml_btc_directional", "--capital", "0.5", "--speed", "600",
+                       "--set", f"ml.signal_source={signals}")
+    run = cli.wait_running(engine)
+    assert (run["strategy_name"], run["initial_capital"]) == ("ml_btc_directional", 0.5)
+    wait_for(lambda: cli.status()[0]["total_trades"] >= 1)
+    orders = json.loads(cli.run("orders", run["run_id"], "--json").stdout)
+    assert (orders[0]["instrument"], orders[0]["side"], orders[0]["purpose"]) == ("BTC/USD:BTC", "buy", "entry_full")
+    stopped = cli.run("stop", run["run_id"], "--timeout", "10")
+    assert stopped.returncode == 0, stopped.stderr
+    assert engine.wait(timeout=15) == 0
+    final = cli.status()[0]
+    assert final["status"] == "stopped"
+    assert 0.45 < final["current_value"] < 0.55  # in BTC, the share class
 
 
 def test_malformed_strategy_yaml_is_refused_with_its_location(cli: Cli, tmp_path: Path) -> None:

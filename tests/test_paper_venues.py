@@ -295,3 +295,74 @@ def test_the_swap_refuses_a_reward_token_the_market_does_not_price_yet() -> None
     chain.fund("EIGEN", D(5))
     with pytest.raises(OrderRejected, match="no EIGEN price"):
         run(swap.place_order(OrderRequest("d1", "uniswap", "EIGEN/ETH", "sell", D(5))))
+
+
+def inverse_exchange(fee: str = "0.0005") -> PaperExchange:
+    """binance with the BTC inverse perp only, no slippage: fills at the mark exactly."""
+    venue = PaperExchange("binance", FeeSchedule(D(fee), D(fee)), SlippageSchedule(((D(10) ** 12, D(0)),)),
+                          perp_bases=(), inverse_bases=("BTC",), max_leverage=D(10))
+    venue.on_market(snapshot(btc=60_000.0))
+    return venue
+
+
+def test_inverse_perp_golden_numbers_upnl_fee_funding_and_close_in_btc() -> None:
+    venue = inverse_exchange()
+    venue.fund("BTC", D("0.1"))
+    (instrument,) = run(venue.instruments()).values()
+    assert (instrument.symbol, instrument.quote, instrument.quantity_step, instrument.min_quantity) == \
+        ("BTC/USD:BTC", "USD", D(1), D(1))
+    # Long 1000 USD = 10 contracts of 100 USD at 60000. Fee: 1000 / 60000 x 0.0005 = 0.00000833 BTC.
+    state = run(venue.place_order(OrderRequest("l1", "binance", "BTC/USD:BTC", "buy", D(10))))
+    assert (state.average_price, state.fee, state.fee_asset) == (D("60000.0"), D("0.00000833"), "BTC")
+    assert venue.balances["BTC"] == D("0.09999167")
+    # Mark 66000: uPnL = 1000 x (1/60000 - 1/66000) = 1000 x 6000 / 3.96e9 = 0.0015151515... BTC.
+    venue.on_market(snapshot(btc=66_000.0, funding=0.0001))
+    (position,) = run(venue.fetch_account()).positions
+    assert position.quantity == D(10) and position.entry_price == D("60000.0")
+    assert round(position.unrealized_pnl, 12) == D("0.001515151515")
+    view = value_portfolio({"binance": run(venue.fetch_account())}, venue.market, "BTC")
+    assert round(view.equity, 12) == round(D("0.09999167") + D("0.001515151515"), 12)
+    # Exposure in a BTC share class: short 1000 USD, worth 1000 / 66000 BTC.
+    assert view.exposures == {"USDT": D(-1000)}
+    assert round(view.net_delta, 12) == round(D(-1000) / D(66000), 12)
+    # Margin ratio in BTC: (margin + uPnL) / (1000 / 66000).
+    assert view.margin_ratios["binance"] == pytest.approx((0.09999167 + 0.0015151515) / (1000 / 66000))
+    # Funding at 08:00 with rate 0.0001: the long pays 1000 / 66000 x 0.0001 = 0.0000015151... BTC.
+    before = venue.balances["BTC"]
+    venue.on_market(snapshot(ts=T0 + timedelta(hours=1, minutes=1), btc=66_000.0))
+    (entry,) = run(venue.fetch_ledger())[0]
+    assert (entry.kind, entry.asset, entry.amount, entry.symbol) == ("funding", "BTC", D("-0.00000152"), "BTC/USD:BTC")
+    assert venue.balances["BTC"] == before - D("0.00000152")
+    # Close at 66000: the uPnL is realised (in whole satoshis), less 1000 / 66000 x 0.0005 of fee.
+    close = run(venue.place_order(OrderRequest("c1", "binance", "BTC/USD:BTC", "sell", D(10), reduce_only=True)))
+    assert close.fee == D("0.00000758")
+    assert venue.balances["BTC"] == before - D("0.00000152") + D("0.00151515") - D("0.00000758")
+    assert venue.inverse["BTC"].quantity == 0 and run(venue.fetch_account()).positions == []
+
+
+def test_inverse_perp_short_earns_when_the_price_falls_and_receives_positive_funding() -> None:
+    venue = inverse_exchange(fee="0")
+    venue.fund("BTC", D("0.1"))
+    run(venue.place_order(OrderRequest("s1", "binance", "BTC/USD:BTC", "sell", D(10))))
+    venue.on_market(snapshot(btc=50_000.0, funding=0.0001))
+    # 1000 x (1/50000 - 1/60000) = 0.0033333... BTC for a short.
+    assert round(venue.inverse_unrealized_pnl("BTC"), 10) == D("0.0033333333")
+    venue.on_market(snapshot(ts=T0 + timedelta(hours=1, minutes=1), btc=50_000.0))
+    assert venue.balances["BTC"] == D("0.1") + D("0.000002")  # 1000 / 50000 x 0.0001
+
+
+def test_inverse_perp_margin_is_checked_in_btc_and_adds_are_averaged_harmonically() -> None:
+    venue = inverse_exchange()
+    venue.fund("BTC", D("0.01"))  # 10x: at most 0.1 BTC = 6000 USD = 60 contracts, less the fee
+    with pytest.raises(OrderRejected, match="insufficient margin: notional 0.10000000 BTC"):
+        run(venue.place_order(OrderRequest("big", "binance", "BTC/USD:BTC", "buy", D(60))))
+    run(venue.place_order(OrderRequest("a", "binance", "BTC/USD:BTC", "buy", D(30))))
+    with pytest.raises(OrderRejected, match="reduce-only"):
+        run(venue.place_order(OrderRequest("ro", "binance", "BTC/USD:BTC", "buy", D(1), reduce_only=True)))
+    venue.fund("BTC", D("0.04"))
+    venue.on_market(snapshot(btc=40_000.0))
+    run(venue.place_order(OrderRequest("b", "binance", "BTC/USD:BTC", "buy", D(10))))
+    # 40 contracts cost 30/60000 + 10/40000 = 0.00075 contract-BTC: entry 40 / 0.00075 = 53333.33...
+    assert round(venue.inverse["BTC"].entry_price, 4) == D("53333.3333")
+    assert round(venue.inverse_unrealized_pnl("BTC"), 12) == round(
+        D(3000) * (1 / D(60000) - 1 / D(40000)) + D(1000) * (1 / D(40000) - 1 / D(40000)), 12)

@@ -3,12 +3,15 @@
 Between two attribution points (strategy ticks) the holdings of the earlier point are revalued from
 the earlier market to the later one, factor by factor, so each factor's move lands in its source:
 
-- price: spot and perp marks, the ETH price behind LSTs, USDT's value in an ETH/BTC share class;
+- price: spot and perp marks, the ETH price behind LSTs, USDT's value in an ETH/BTC share class; an
+  inverse perp's whole revaluation (contracts x C x (1/entry - 1/mark), in its coin, at the coin's
+  price: both factors are prices);
 - lending_interest: an AAVE supply's liquidityIndex; borrow_cost: the variableBorrowIndex on debt;
 - staking_yield: an LST's oracle rate (no base APR on top).
 
 Trades, funding and gas are cash events read from the fills and the venues' ledgers: fees (the fee
-of each fill), slippage (fill price against the mark at the fill, in the pair's quote asset),
+of each fill), slippage (fill price against the mark at the fill, in the pair's quote asset; for an
+inverse perp contracts x C x (1/price - 1/mark) in its coin),
 funding, gas, and seasonal_rewards: each EIGEN / ETHFI drop (a ``reward`` ledger entry) at the
 token's price at the drop; a held token's later price moves are price P&L. What the balance
 P&L moves beyond the sum of all sources is the ``gap``; it is stored and shown, and one above
@@ -22,7 +25,7 @@ from decimal import Decimal
 
 from basis_live.engine.portfolio import PRICE_ALIASES, price_usdt
 from basis_live.feeds.base import MarketSnapshot
-from basis_live.venues.base import Fill, LedgerEntry, VenueAccount
+from basis_live.venues.base import Fill, LedgerEntry, VenueAccount, inverse_contract_value
 
 SOURCES = ("price", "funding", "lending_interest", "borrow_cost", "staking_yield", "seasonal_rewards", "fees",
            "slippage", "gas")
@@ -44,6 +47,7 @@ class _Holding:
     asset: str
     quantity: Decimal  # balances and perps: units; supply/debt: scaled (divided by the index)
     entry_price: Decimal = ZERO  # perps only
+    contract: Decimal | None = None  # inverse perps: USD per contract (quantity in contracts)
 
 
 def _factors(h: _Holding, market: MarketSnapshot) -> list[tuple[str, Decimal]]:
@@ -61,6 +65,11 @@ def _factors(h: _Holding, market: MarketSnapshot) -> list[tuple[str, Decimal]]:
 
 
 def _holding_value(h: _Holding, market: MarketSnapshot) -> Decimal:
+    if h.kind == "perp" and h.contract is not None:
+        if not h.entry_price:
+            return ZERO
+        coin = h.quantity * h.contract * (1 / h.entry_price - 1 / _d(market.perp_mark[h.venue][h.asset]))
+        return coin * price_usdt(h.asset, market)
     if h.kind == "perp":
         return h.quantity * (_d(market.perp_mark[h.venue][h.asset]) - h.entry_price)
     value = h.quantity
@@ -77,7 +86,8 @@ def holdings(accounts: dict[str, VenueAccount], market: MarketSnapshot) -> list[
                 book.append(_Holding("balance", venue, asset, amount))
         for p in account.positions:
             if p.kind == "perp":
-                book.append(_Holding("perp", venue, p.base, p.quantity, p.entry_price or ZERO))
+                book.append(_Holding("perp", venue, p.base, p.quantity, p.entry_price or ZERO,
+                                     inverse_contract_value(p.symbol)))
             elif p.kind in ("supply", "debt"):
                 index = market.lending_index if p.kind == "supply" else market.borrow_index
                 book.append(_Holding(p.kind, venue, p.base, p.quantity / _d(index[p.base])))
@@ -126,6 +136,9 @@ class PnLAttribution:
         before, now = self._market, market
         moves: dict[str, Decimal] = {source: ZERO for source in SOURCES}
         for h in self._book:
+            if h.kind == "perp" and h.contract is not None:
+                moves["price"] += _holding_value(h, now) - _holding_value(h, before)
+                continue
             if h.kind == "perp":
                 moves["price"] += h.quantity * (_d(now.perp_mark[h.venue][h.asset]) - _d(before.perp_mark[h.venue][h.asset]))
                 continue
@@ -147,6 +160,11 @@ class PnLAttribution:
             if mark is not None:
                 quote_mark, quote = mark
                 signed = fill.quantity if fill.side == "buy" else -fill.quantity
+                contract = inverse_contract_value(fill.symbol)
+                if contract is not None:
+                    # Paid in the coin: the new position's value at the mark less what it cost.
+                    moves["slippage"] += signed * contract * (1 / fill.price - 1 / quote_mark) * price_usdt(quote, now)
+                    continue
                 moves["slippage"] += (quote_mark - fill.price) * signed * price_usdt(quote, now)
         for entry in self._ledger:
             price = price_usdt(entry.asset, now)
@@ -178,7 +196,9 @@ class PnLAttribution:
 
 def _mark_for(fill: Fill, market: MarketSnapshot) -> tuple[Decimal, str] | None:
     """(the mark a fill traded against in its quote asset, that asset); None for fills that move
-    value 1:1 (AAVE, staking)."""
+    value 1:1 (AAVE, staking). An inverse perp's: (its mark in USD, its settle coin)."""
+    if inverse_contract_value(fill.symbol) is not None:
+        return _d(market.perp_mark[fill.venue][fill.symbol.split("/")[0]]), fill.symbol.split(":")[1]
     if fill.symbol.endswith(":USDT"):
         return _d(market.perp_mark[fill.venue][fill.symbol.split("/")[0]]), "USDT"
     if "/" in fill.symbol:

@@ -355,7 +355,7 @@ class EventDrivenStrategyEngine:
     def _mark(self, intent: OrderIntent) -> Decimal:
         assert self.market is not None
         base = intent.symbol.split("/")[0].split("-")[0]
-        if intent.symbol.endswith(":USDT"):
+        if ":" in intent.symbol:  # a perp, linear ("BTC/USDT:USDT") or inverse ("BTC/USD:BTC")
             return Decimal(repr(self.market.perp_mark[intent.venue][base]))
         return price_usdt(base, self.market)
 

@@ -1,6 +1,17 @@
 """Portfolio valuation: equity, exposures, margin ratios and health factor from venue accounts and a
 market snapshot. Pure functions of their inputs; the engine knows no venue, only ``VenueAccount``s.
 
+Inverse (coin-margined) perps, e.g. "BTC/USD:BTC" in contracts of C = 100 USD: uPnL = contracts x C
+x (1/entry - 1/mark) in BTC, valued at the BTC price. For exposure a long of q contracts is taken
+apart into what it is: q x C / entry BTC bought with a debt of q x C USD (with margin M BTC the
+account's USD value S x (M + qC/entry) - qC is linear in the BTC price S, so the split is exact).
+In a USDT share class that is a BTC delta of q x C / entry. In a BTC share class BTC is the unit and
+only the USD leg is exposure: ``exposures["USDT"] = -q x C`` and ``net_delta = -q x C / S`` BTC, with
+the usual sign convention (net_delta > 0: long the non-share-class asset). So a long of N USD shows
+as short N USD, i.e. N / S BTC of exposure to the BTC/USD price (equity_btc = M + N/entry - N/S).
+The venue's margin ratio for inverse perps is in the coin: (coin balance + coin uPnL) / (contracts x
+C / mark); a venue with both pools reports the worse.
+
 Equity is Decimal (it is money: balances x prices). Ratios (drawdown, margin ratio, health factor)
 are floats: they are analytics compared with limits, never sent to a venue.
 """
@@ -11,12 +22,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from basis_live.feeds.base import MarketSnapshot
-from basis_live.venues.base import ZERO, Position, VenueAccount
+from basis_live.venues.base import ZERO, Position, VenueAccount, inverse_contract_value
 
 #: Tokens priced as another asset (wrapped or pegged forms).
 #: Tokens priced as another: WETH is ETH; stETH and eETH are the protocols' rebasing ETH balances
 #: (1:1 with the ETH they hold; a wallet holds them for a moment between a stake and its wrap).
-PRICE_ALIASES = {"WETH": "ETH", "stETH": "ETH", "eETH": "ETH"}
+#: USD (what an inverse perp's contracts are worth) is valued as USDT.
+PRICE_ALIASES = {"WETH": "ETH", "stETH": "ETH", "eETH": "ETH", "USD": "USDT"}
 
 
 def _d(value: float) -> Decimal:
@@ -121,8 +133,27 @@ def value_portfolio(
                                         "quantity": str(amount), "value": str(value / share_price)})
         perp_notional = ZERO
         upnl = ZERO
+        coin_upnl: dict[str, Decimal] = {}
+        coin_notional: dict[str, Decimal] = {}
         for p in account.positions:
-            if p.kind == "perp":
+            contract = inverse_contract_value(p.symbol) if p.kind == "perp" else None
+            if contract is not None:
+                quoted = market.perp_mark.get(venue, {}).get(p.base)
+                mark = _d(quoted) if quoted is not None else (p.mark_price or price_usdt(p.base, market))
+                unrealized = (p.quantity * contract * (1 / p.entry_price - 1 / mark) if p.entry_price
+                              else p.unrealized_pnl)  # in the coin
+                coin_upnl[p.base] = coin_upnl.get(p.base, ZERO) + unrealized
+                coin_notional[p.base] = coin_notional.get(p.base, ZERO) + abs(p.quantity) * contract / mark
+                equity_usdt += unrealized * price_usdt(p.base, market)
+                entry = p.entry_price or mark
+                expose(p.base, p.quantity * contract / entry)
+                expose("USD", -p.quantity * contract)
+                position_values.append({"venue": venue, "symbol": p.symbol, "kind": "perp",
+                                        "quantity": str(p.quantity), "entry_price": str(p.entry_price),
+                                        "mark_price": str(mark), "unrealized_pnl": str(unrealized),
+                                        "settle": p.base,
+                                        "value": str(p.quantity * contract / share_price)})
+            elif p.kind == "perp":
                 # Revalue at the snapshot's mark: an account read a while ago (a slow venue) must
                 # still show what the position is worth now.
                 quoted = market.perp_mark.get(venue, {}).get(p.base)
@@ -151,9 +182,11 @@ def value_portfolio(
                 expose(p.base, -p.quantity)
                 position_values.append({"venue": venue, "symbol": p.symbol, "kind": "debt",
                                         "quantity": str(p.quantity), "value": str(-value / share_price)})
-        if perp_notional:
-            margin = account.balances.get("USDT", ZERO) + upnl
-            margin_ratios[venue] = float(margin / perp_notional)
+        ratios = [float((account.balances.get("USDT", ZERO) + upnl) / perp_notional)] if perp_notional else []
+        ratios += [float((account.balances.get(coin, ZERO) + coin_upnl[coin]) / notional)
+                   for coin, notional in coin_notional.items() if notional]
+        if ratios:
+            margin_ratios[venue] = min(ratios)  # separate margin pools: the worse one counts
 
     health_factor = None
     reported = [a.health_factor for a in accounts.values() if a.health_factor is not None]

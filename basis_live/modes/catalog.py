@@ -39,8 +39,8 @@ MODES: dict[str, ModeSpec] = {
                  "half staked as LST, hedged with short ETH perps"),
         ModeSpec("usdt_market_neutral", ("USDT",), "ETH", True, True, True, True, True,
                  "leveraged LST on AAVE, hedged with short ETH perps"),
-        ModeSpec("ml_btc_directional", ("BTC",), "BTC", True, False, False, False, False,
-                 "BTC perp long/short/flat from ML signals"),
+        ModeSpec("ml_btc_directional", ("BTC",), "BTC", True, False, False, False, True,
+                 "BTC perp long/short/flat from ML signals, BTC-margined (inverse)"),
         ModeSpec("ml_usdt_directional", ("USDT",), "BTC", True, False, False, False, True,
                  "BTC perp long/short/flat from ML signals, USDT-margined"),
     )

@@ -26,13 +26,13 @@ def create_mode(config: StrategyConfig) -> StrategyMode:
         from basis_live.modes.market_neutral import LeveragedMarketNeutral
 
         return LeveragedMarketNeutral(config)
-    if config.mode == "ml_usdt_directional":
+    if config.mode in ("ml_usdt_directional", "ml_btc_directional"):
         if not config.ml or not config.ml.signal_source:
-            raise EngineInitError("ml_usdt_directional needs ml.signal_source (a signals file or URL): "
+            raise EngineInitError(f"{config.mode} needs ml.signal_source (a signals file or URL): "
                                   "--set ml.signal_source=PATH")
-        from basis_live.modes.directional import Directional
+        from basis_live.modes.directional import Directional, InverseDirectional
 
-        return Directional(config)
+        return InverseDirectional(config) if config.mode == "ml_btc_directional" else Directional(config)
     if config.mode == "eth_leveraged":
         from basis_live.modes.leveraged import Leveraged
 
@@ -41,9 +41,6 @@ def create_mode(config: StrategyConfig) -> StrategyMode:
         from basis_live.modes.basis import BasisMode
 
         return BasisMode(config)
-    if config.mode == "ml_btc_directional":
-        raise EngineInitError("mode ml_btc_directional is not implemented yet: it needs BTC-margined (inverse) "
-                              "perps, which the paper venues do not have; ml_usdt_directional trades the same signals")
     raise EngineInitError(
         f"mode {config.mode} is not implemented yet (paper trading supports: "
         f"{', '.join(name for name, s in MODES.items() if s.implemented)}); nothing was started"

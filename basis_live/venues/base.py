@@ -32,6 +32,21 @@ OPEN_STATUSES: tuple[str, ...] = ("open", "partially_filled")
 ZERO = Decimal(0)
 
 
+#: Contract value in USD of the BTC-margined (inverse) perps the paper venues simulate, as on Binance
+#: COIN-M ("BTC/USD:BTC" = BTCUSD_PERP: 100 USD a contract; other coins 10 USD).
+INVERSE_CONTRACT_USD = {"BTC": Decimal(100)}
+
+
+def inverse_contract_value(symbol: str) -> Decimal | None:
+    """USD value of one contract when ``symbol`` is an inverse perp ("BTC/USD:BTC": quoted in USD,
+    margined and settled in the base coin), else None (linear perps, spot, lending)."""
+    pair, _, settle = symbol.partition(":")
+    base, _, quote = pair.partition("/")
+    if quote != "USD" or settle != base:
+        return None
+    return INVERSE_CONTRACT_USD.get(base, Decimal(10))
+
+
 class VenueError(Exception):
     """A venue call failed; the message names the venue and the reason."""
 
@@ -52,7 +67,9 @@ class VenueUnavailable(VenueError):
 @dataclass(frozen=True)
 class Instrument:
     """A tradable thing on a venue, with its precision. ``symbol`` follows ccxt where it applies:
-    "BTC/USDT" (spot), "BTC/USDT:USDT" (linear perp); lending: "USDT" (supply) / "WETH" (debt)."""
+    "BTC/USDT" (spot), "BTC/USDT:USDT" (linear perp), "BTC/USD:BTC" (inverse perp: quantity in
+    contracts of ``inverse_contract_value`` USD, margin and P&L in BTC); lending: "USDT" (supply) /
+    "WETH" (debt)."""
 
     venue: str
     symbol: str
@@ -136,7 +153,8 @@ class Position:
     """A position on a venue, in the instrument's base asset.
 
     - perp: ``quantity`` signed (short < 0), ``entry_price``, ``mark_price`` and ``unrealized_pnl``
-      (in ``quote``).
+      (in ``quote``). An inverse perp ("BTC/USD:BTC", quote "USD"): ``quantity`` in contracts and
+      ``unrealized_pnl`` in the base coin (the settle asset).
     - supply / debt: ``quantity`` is the current balance (scaled x index) in ``base``, always >= 0;
       ``principal`` is what was supplied or borrowed net of withdrawals/repayments, so
       ``quantity - principal`` is the interest accrued.

@@ -37,6 +37,9 @@ def build_paper_venues(config: RunConfig, mode: StrategyMode, market: MarketSnap
                 slippage,
                 spot_bases=(strategy.asset,) if name == "binance" else (),
                 perp_bases=(strategy.asset,),
+                # A coin share class trading perps (ml_btc_directional) margins them in its own coin.
+                inverse_bases=(strategy.asset,) if name == "binance" and strategy.share_class == strategy.asset
+                and strategy.asset == "BTC" else (),
             )
             venues[name] = exchange
             simulated.append(exchange)

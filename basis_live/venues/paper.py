@@ -11,6 +11,14 @@ They implement the same ``Venue`` interface as the live venues. What they simula
   balance; an order that would take notional above ``max_leverage`` x (margin + uPnL) is refused
   as insufficient margin. Funding settles at 00:00 / 08:00 / 16:00 UTC: a position receives
   -quantity x mark x rate (shorts receive positive funding).
+- Inverse (coin-margined) perps (``inverse_bases``; "BTC/USD:BTC" like Binance COIN-M BTCUSD_PERP):
+  quantity in contracts of 100 USD (step and minimum 1 contract); margin, P&L, fees and funding in
+  BTC, from the BTC balance (its own margin pool, apart from the USDT one). uPnL = contracts x 100 x
+  (1/entry - 1/mark) (a short's is the negative); entry is the contract-weighted harmonic mean of
+  the fill prices; fee = contracts x 100 / price x fee rate; funding = -contracts x 100 / mark x rate;
+  an order is refused when the BTC notional (contracts x 100 / price) would exceed ``max_leverage`` x
+  (BTC margin + uPnL). The feeds quote no inverse series: its mark and funding rate are the venue's
+  linear perp's (an approximation: on Binance the two differ by a few bps).
 - Lending: supply stores scaled = amount / liquidityIndex; the balance is scaled x the current
   index. Every on-chain action pays gas = gas price x gas units, in ETH from the wallet if it holds
   ETH, otherwise in USDT at the ETH price (the paper wallet's gas reserve).
@@ -42,10 +50,12 @@ from basis_live.venues.base import (
     Venue,
     VenueAccount,
     VenueUnavailable,
+    inverse_contract_value,
 )
 
 D = Decimal
 _BPS = D("0.0001")
+_SATOSHI = D("0.00000001")
 
 
 @dataclass
@@ -183,7 +193,8 @@ class _Perp:
 
 
 class PaperExchange(_PaperBase):
-    """A CEX account with spot markets (``spot_bases``) and linear USDT perps (``perp_bases``)."""
+    """A CEX account with spot markets (``spot_bases``), linear USDT perps (``perp_bases``) and
+    inverse coin-margined perps (``inverse_bases``)."""
 
     def __init__(
         self,
@@ -193,6 +204,7 @@ class PaperExchange(_PaperBase):
         spot_bases: tuple[str, ...] = (),
         perp_bases: tuple[str, ...] = ("BTC", "ETH"),
         max_leverage: Decimal = D(10),
+        inverse_bases: tuple[str, ...] = (),
     ) -> None:
         super().__init__(name)
         self.fees = fees
@@ -212,6 +224,13 @@ class PaperExchange(_PaperBase):
                 name, f"{base}/USDT:USDT", "perp", base, "USDT",
                 quantity_step=D("0.001"), price_step=D("0.01") if base == "ETH" else D("0.1"),
                 min_quantity=D("0.001"), min_notional=D(5))
+        self.inverse: dict[str, _Perp] = {base: _Perp() for base in inverse_bases}
+        for base in inverse_bases:
+            self.balances.setdefault(base, ZERO)
+            symbol = f"{base}/USD:{base}"
+            # Quantity in contracts: step and minimum one contract, so no separate notional minimum.
+            self._instruments[symbol] = Instrument(name, symbol, "perp", base, "USD", quantity_step=D(1),
+                                                   price_step=D("0.1"), min_quantity=D(1), min_notional=ZERO)
         self._last_settlement: datetime | None = None
 
     # -- simulation inputs
@@ -238,6 +257,15 @@ class PaperExchange(_PaperBase):
             self.balances["USDT"] += amount
             self._ledger.append(LedgerEntry(f"{self.name}-l{next(self._ids)}", self.name, "funding", "USDT",
                                             amount, when, f"{base}/USDT:USDT"))
+        for base, perp in self.inverse.items():
+            if not perp.quantity:
+                continue
+            rate = _d(quote.funding_rate[self.name][base])
+            mark = _d(self.market.perp_mark[self.name][base])  # type: ignore[union-attr]
+            amount = (-perp.quantity * self._contract_value(base) / mark * rate).quantize(_SATOSHI)
+            self.balances[base] += amount
+            self._ledger.append(LedgerEntry(f"{self.name}-l{next(self._ids)}", self.name, "funding", base,
+                                            amount, when, f"{base}/USD:{base}"))
 
     # -- prices
     def _price(self, instrument: Instrument) -> Decimal:
@@ -249,10 +277,25 @@ class PaperExchange(_PaperBase):
         return _d(m.spot[instrument.base])
 
     def mark_price(self, base: str) -> Decimal:
-        return self._price(self._instruments[f"{base}/USDT:USDT"])
+        """The perp mark of ``base``: the linear perp's, which inverse perps also use (no inverse series)."""
+        if self.market is None:
+            raise VenueUnavailable(f"{self.name}: no market data yet")
+        return _d(self.market.perp_mark[self.name][base])
 
     def unrealized_pnl(self) -> Decimal:
         return sum((p.quantity * (self.mark_price(b) - p.entry_price) for b, p in self.perps.items() if p.quantity), ZERO)
+
+    def _contract_value(self, base: str) -> Decimal:
+        value = inverse_contract_value(f"{base}/USD:{base}")
+        assert value is not None
+        return value
+
+    def inverse_unrealized_pnl(self, base: str) -> Decimal:
+        """uPnL of the inverse perp on ``base``, in ``base``: contracts x value x (1/entry - 1/mark)."""
+        perp = self.inverse[base]
+        if not perp.quantity:
+            return ZERO
+        return perp.quantity * self._contract_value(base) * (1 / perp.entry_price - 1 / self.mark_price(base))
 
     # -- Venue interface
     async def instruments(self) -> dict[str, Instrument]:
@@ -266,6 +309,10 @@ class PaperExchange(_PaperBase):
                 mark = self.mark_price(base)
                 positions.append(Position(self.name, f"{base}/USDT:USDT", "perp", base, "USDT", perp.quantity,
                                           perp.entry_price, mark, perp.quantity * (mark - perp.entry_price)))
+        for base, perp in self.inverse.items():
+            if perp.quantity:
+                positions.append(Position(self.name, f"{base}/USD:{base}", "perp", base, "USD", perp.quantity,
+                                          perp.entry_price, self.mark_price(base), self.inverse_unrealized_pnl(base)))
         return VenueAccount(self.name, dict(self.balances), positions)
 
     def _execute(self, request: OrderRequest) -> OrderState:
@@ -289,7 +336,8 @@ class PaperExchange(_PaperBase):
                                                      venue_order_id=f"{self.name}-{next(self._ids)}"))
             self._fill_resting_orders()
             return self._orders[request.client_order_id] if request.client_order_id in self._orders else state
-        bps = self.slippage.bps_for(request.quantity * mark)
+        contract = inverse_contract_value(request.symbol)
+        bps = self.slippage.bps_for(request.quantity * contract if contract else request.quantity * mark)
         direction = 1 if request.side == "buy" else -1
         price = instrument.round_price(mark * (1 + direction * bps * _BPS))
         problem = self._check_funds(instrument, request, price, self.fees.taker)
@@ -308,6 +356,9 @@ class PaperExchange(_PaperBase):
                 return (f"insufficient balance: need {request.quantity} {instrument.base}, "
                         f"have {self.balances.get(instrument.base, ZERO)}")
             return None
+        contract = inverse_contract_value(instrument.symbol)
+        if contract is not None:
+            return self._check_inverse_margin(instrument.base, request, price, fee_rate, contract)
         perp = self.perps[instrument.base]
         signed = request.quantity if request.side == "buy" else -request.quantity
         new_quantity = perp.quantity + signed
@@ -323,9 +374,61 @@ class PaperExchange(_PaperBase):
                     f"margin {equity:.2f}")
         return None
 
+    def _check_inverse_margin(self, base: str, request: OrderRequest, price: Decimal, fee_rate: Decimal,
+                              contract: Decimal) -> str | None:
+        """Margin in ``base``: initial margin = notional / price / leverage, against BTC margin + uPnL."""
+        perp = self.inverse[base]
+        signed = request.quantity if request.side == "buy" else -request.quantity
+        new_quantity = perp.quantity + signed
+        if request.reduce_only and (abs(new_quantity) > abs(perp.quantity) or new_quantity * perp.quantity < 0):
+            return "reduce-only order would increase the position"
+        if abs(new_quantity) <= abs(perp.quantity):
+            return None
+        fee = request.quantity * contract / price * fee_rate
+        margin = self.balances[base] + self.inverse_unrealized_pnl(base) - fee
+        notional = abs(new_quantity) * contract / price
+        if notional > margin * self.max_leverage:
+            return (f"insufficient margin: notional {notional:.8f} {base} exceeds {self.max_leverage}x "
+                    f"margin {margin:.8f} {base}")
+        return None
+
+    def _fill_inverse(self, instrument: Instrument, request: OrderRequest, price: Decimal, fee_rate: Decimal,
+                      contract: Decimal) -> Decimal:
+        """Apply an inverse perp fill; returns its fee (in the base coin)."""
+        base, quantity = instrument.base, request.quantity
+        perp = self.inverse[base]
+        fee = (quantity * contract / price * fee_rate).quantize(_SATOSHI)
+        signed = quantity if request.side == "buy" else -quantity
+        if perp.quantity == 0 or (perp.quantity > 0) == (signed > 0):
+            total = perp.quantity + signed
+            # Harmonic mean: the position's BTC cost (contracts / price) is additive, so the uPnL of
+            # the whole equals the sum of the lots'.
+            perp.entry_price = abs(total) / (abs(perp.quantity) / perp.entry_price + quantity / price) \
+                if perp.quantity else price
+            perp.quantity = total
+        else:
+            closed = min(abs(signed), abs(perp.quantity))
+            direction = 1 if perp.quantity > 0 else -1
+            realized = closed * contract * (1 / perp.entry_price - 1 / price) * direction
+            self.balances[base] += realized.quantize(_SATOSHI)  # settled in whole satoshis
+            perp.quantity += signed
+            if perp.quantity == 0:
+                perp.entry_price = ZERO
+            elif (perp.quantity > 0) != (direction > 0):  # flipped through zero
+                perp.entry_price = price
+        self.balances[base] -= fee
+        return fee
+
     def _fill(self, instrument: Instrument, request: OrderRequest, price: Decimal, fee_rate: Decimal,
               venue_order_id: str) -> OrderState:
         quantity = request.quantity
+        contract = inverse_contract_value(instrument.symbol)
+        if contract is not None:
+            fee = self._fill_inverse(instrument, request, price, fee_rate, contract)
+            self._add_fill(request, quantity, price, fee, instrument.base)
+            return self._record(request, OrderState(request.client_order_id, self.name, request.symbol, request.side,
+                                                    quantity, "filled", venue_order_id, quantity, price, fee,
+                                                    instrument.base))
         notional = quantity * price
         fee = (notional * fee_rate).quantize(D("0.00000001"))
         if instrument.kind == "spot":
