@@ -134,12 +134,12 @@ class RiskWatchdog:
             busy = engine.reduce_task is not None and not engine.reduce_task.done()
             if due and not busy:
                 self._last_reduce = now
-                if engine.trade_lock.locked():
-                    # A step is in flight (a tick's orders, a long on-chain loop): the reduce waits for
-                    # it in its own task; the watchdog goes on (commands, emergency stops included).
-                    engine.reduce_task = asyncio.create_task(self._reduce(reducing), name="reduce")
+                if engine.backtest:
+                    await self._reduce(reducing)  # a backtest steps in order: reduce in this very step
                 else:
-                    await self._reduce(reducing)
+                    # In its own task: it may wait for a step in flight and take minutes itself (an
+                    # on-chain delever); the watchdog goes on evaluating, beating and taking commands.
+                    engine.reduce_task = asyncio.create_task(self._reduce(reducing), name="reduce")
 
     async def _reduce(self, reducing: list[str]) -> None:
         """Cut exposure for the breached limits, planned on fresh holdings under the trade lock."""

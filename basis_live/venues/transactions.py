@@ -258,6 +258,9 @@ class SenderSettings:
     receipt_timeout: float = 180.0  # seconds without a receipt before a fee bump
     max_replacements: int = 3  # fee bumps before giving up with TransactionPending
     poll_interval: float = 2.0  # seconds between receipt polls
+    #: a nonce already counted as used while no receipt of ours is visible yet is not proof of a drop:
+    #: nodes (and load-balanced providers) show the nonce before the receipt. Keep looking this long.
+    drop_confirm_seconds: float = 5.0
     chain_id: int | None = None  # when set, refuse to sign for any other chain
 
 
@@ -466,7 +469,7 @@ class TransactionSender:
         if outcome is not None:
             return TxStatus("mined", outcome, tuple(r.tx_hash for r in records))
         if await self._nonce_taken(records):
-            outcome = await self._find_outcome(key, records)  # mined between the two reads?
+            outcome = await self._outcome_after_nonce_taken(key, records)
             hashes = tuple(r.tx_hash for r in records)
             return TxStatus("mined", outcome, hashes) if outcome else TxStatus("dropped", None, hashes)
         await self._keep_in_pool(records[-1])
@@ -648,6 +651,17 @@ class TransactionSender:
         log.info("node does not know %s (nonce %d); broadcasting it again", record.tx_hash, record.nonce)
         await self._broadcast(record)
 
+    async def _outcome_after_nonce_taken(self, key: str, records: list[SignedTransaction]) -> TxOutcome | None:
+        """Our receipt, looked for again for up to ``drop_confirm_seconds`` once the nonce counts as
+        used: None only then (another transaction took the nonce)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drop_confirm_seconds
+        while True:
+            outcome = await self._find_outcome(key, records)
+            if outcome is not None or loop.time() >= deadline:
+                return outcome
+            await asyncio.sleep(min(max(self.settings.poll_interval, 0.05), 1.0))
+
     async def _wait(self, key: str) -> TxOutcome:
         loop = asyncio.get_running_loop()
         records = self.journal.transactions(key)
@@ -660,7 +674,7 @@ class TransactionSender:
                 if outcome is not None:
                     return outcome
                 if await self._nonce_taken(records):
-                    outcome = await self._find_outcome(key, records)
+                    outcome = await self._outcome_after_nonce_taken(key, records)
                     if outcome is not None:
                         return outcome
                     raise TransactionDropped(f"{key}: nonce {records[0].nonce} was used by another transaction; "
