@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ANVIL_NPM_PACKAGE = "@foundry-rs/anvil"
@@ -87,6 +87,36 @@ def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def _npm_install(what: str, spec: str, install_dir: Path, target: Path, verify: Callable[[Path], None]) -> None:
+    """Install the npm package ``spec`` into ``install_dir`` unless ``target`` (what a complete
+    install holds) is there: under a lock, into a staging directory that ``verify`` checks before it
+    is renamed into place, so an interrupted or concurrent run never sees half an install."""
+    if target.exists():
+        return
+    with _install_lock(what):
+        if target.exists():  # another process installed it while this one waited
+            return
+        npm = shutil.which("npm")
+        if npm is None:
+            raise ToolUnavailable(
+                f"npm is not on PATH: the chain tests install {what} from the npm registry ({spec}); "
+                "install Node.js and npm (e.g. `apt-get install nodejs npm`) and run the tests again"
+            )
+        staging = Path(tempfile.mkdtemp(prefix=f".{what}-", dir=cache_dir()))
+        try:
+            # --ignore-scripts: no package needs its install hook (anvil's only checks that npm
+            # picked the platform package from optionalDependencies, which it did).
+            _run(
+                [npm, "install", "--prefix", str(staging), "--ignore-scripts", "--no-audit",
+                 "--no-fund", "--no-package-lock", spec],
+                f"npm install of {what}",
+            )
+            verify(staging)
+            staging.rename(install_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def ensure_anvil() -> Path:
     """Return the path of the pinned anvil binary, installing it from npm on first use."""
     key = (platform.system(), platform.machine())
@@ -96,34 +126,13 @@ def ensure_anvil() -> Path:
     binary = (
         install_dir / "node_modules" / f"{ANVIL_NPM_PACKAGE}-{_ANVIL_PLATFORMS[key]}" / "bin" / "anvil"
     )
-    if binary.is_file():
-        return binary
-    with _install_lock("anvil"):
-        if binary.is_file():  # another process installed it while this one waited
-            return binary
-        npm = shutil.which("npm")
-        if npm is None:
-            raise ToolUnavailable(
-                "npm is not on PATH: the chain tests install anvil from the npm registry "
-                f"({ANVIL_NPM_PACKAGE}@{ANVIL_VERSION}); install Node.js and npm "
-                "(e.g. `apt-get install nodejs npm`) and run the tests again"
-            )
-        staging = Path(tempfile.mkdtemp(prefix=".anvil-", dir=cache_dir()))
-        try:
-            # --ignore-scripts: the postinstall hook only checks that the platform package is
-            # there; npm already picked it from optionalDependencies.
-            _run(
-                [npm, "install", "--prefix", str(staging), "--ignore-scripts", "--no-audit",
-                 "--no-fund", "--no-package-lock", f"{ANVIL_NPM_PACKAGE}@{ANVIL_VERSION}"],
-                "npm install of anvil",
-            )
-            staged_binary = staging / binary.relative_to(install_dir)
-            version = _run([str(staged_binary), "--version"], "anvil --version").stdout
-            if f"Version: {ANVIL_VERSION}" not in version:
-                raise ToolUnavailable(f"npm installed an unexpected anvil: {version.strip()!r}")
-            staging.rename(install_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+    def verify(staging: Path) -> None:
+        version = _run([str(staging / binary.relative_to(install_dir)), "--version"], "anvil --version").stdout
+        if f"Version: {ANVIL_VERSION}" not in version:
+            raise ToolUnavailable(f"npm installed an unexpected anvil: {version.strip()!r}")
+
+    _npm_install("anvil", f"{ANVIL_NPM_PACKAGE}@{ANVIL_VERSION}", install_dir, binary, verify)
     return binary
 
 
@@ -164,31 +173,13 @@ def ensure_solc() -> Path:
     it from npm on first use. ``scripts/build_contracts.mjs --solc <this directory>`` compiles with it."""
     install_dir = cache_dir() / f"solc-{SOLC_VERSION}"
     package = install_dir / "node_modules" / SOLC_NPM_PACKAGE
-    if (package / "package.json").is_file():
-        return package
-    with _install_lock("solc"):
-        if (package / "package.json").is_file():
-            return package
-        npm = shutil.which("npm")
-        if npm is None:
-            raise ToolUnavailable(
-                "npm is not on PATH: the contract build installs solc-js from the npm registry "
-                f"({SOLC_NPM_PACKAGE}@{SOLC_VERSION}); install Node.js and npm "
-                "(e.g. `apt-get install nodejs npm`) and run the tests again"
-            )
-        staging = Path(tempfile.mkdtemp(prefix=".solc-", dir=cache_dir()))
-        try:
-            _run(
-                [npm, "install", "--prefix", str(staging), "--ignore-scripts", "--no-audit",
-                 "--no-fund", "--no-package-lock", f"{SOLC_NPM_PACKAGE}@{SOLC_VERSION}"],
-                "npm install of solc",
-            )
-            manifest = json.loads((staging / package.relative_to(install_dir) / "package.json").read_text())
-            if manifest.get("version") != SOLC_VERSION:
-                raise ToolUnavailable(f"npm installed an unexpected solc: {manifest.get('version')!r}")
-            staging.rename(install_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+    def verify(staging: Path) -> None:
+        manifest = json.loads((staging / package.relative_to(install_dir) / "package.json").read_text())
+        if manifest.get("version") != SOLC_VERSION:
+            raise ToolUnavailable(f"npm installed an unexpected solc: {manifest.get('version')!r}")
+
+    _npm_install("solc", f"{SOLC_NPM_PACKAGE}@{SOLC_VERSION}", install_dir, package / "package.json", verify)
     return package
 
 
