@@ -76,7 +76,8 @@ class ChainFeed(PolledFeed):
         except Exception as exc:  # noqa: BLE001 - any failure means no fresh market: say which
             raise FeedError(f"chain data unavailable: {what}: {type(exc).__name__}: {str(exc)[:160]}") from None
 
-    async def _oracle_contract(self) -> Any:
+    async def oracle_contract(self) -> Any:
+        """The AaveOracle the pool's addresses provider names (read once)."""
         if self._oracle is None:
             provider = await self._call("Pool.ADDRESSES_PROVIDER", self.pool.functions.ADDRESSES_PROVIDER().call())
             contract = self.w3.eth.contract(address=provider, abi=self._abi["provider"])
@@ -85,7 +86,7 @@ class ChainFeed(PolledFeed):
         return self._oracle
 
     async def _read(self, ts: datetime) -> MarketSnapshot:
-        oracle = await self._oracle_contract()
+        oracle = await self.oracle_contract()
         tokens = {symbol: self.w3.to_checksum_address(address) for symbol, address in self.network.tokens.items()}
         usd: dict[str, float] = {}
         for symbol, token in tokens.items():

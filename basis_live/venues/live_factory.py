@@ -90,6 +90,8 @@ async def build_live_chain(strategy: "StrategyConfig", environment: str, journal
         SenderSettings(receipt_timeout=network.receipt_timeout_seconds, poll_interval=network.receipt_poll_seconds,
                        chain_id=network.chain_id),
         decode_revert=aave_revert_reason)
+    # The run's market data, and where the leverage loop finds Aave's oracle.
+    feed = ChainFeed(w3, network, network_name, refresh_seconds=network.market_refresh_seconds)
     enabled = set(enabled_venues(strategy))
     swap = SwapSettings(max_slippage=Decimal(repr(network.swap.max_slippage_bps)) / 10_000) if network.swap else None
     router = network.swap.router if network.swap else None
@@ -116,8 +118,7 @@ async def build_live_chain(strategy: "StrategyConfig", environment: str, journal
                                                      tokens=reserves))
         venues["aave_v3"] = aave
         if strategy.leverage is not None:
-            feed_probe = ChainFeed(w3, network, network_name)
-            oracle = await feed_probe._oracle_contract()
+            oracle = await feed.oracle_contract()
             # The loop's floor guards against liquidation inside a step, not the strategy's risk
             # threshold: a delever after a breach must still be able to withdraw a little collateral.
             venues["aave_v3"] = OnchainLeverageVenue(aave, staking, LeverageConfig(weth=network.tokens["WETH"],
@@ -126,7 +127,7 @@ async def build_live_chain(strategy: "StrategyConfig", environment: str, journal
     if missing:
         raise EngineInitError(f"{network_name} has no configured addresses for {', '.join(missing)} "
                               "(see `basis-live validate --env`)")
-    return venues, ChainFeed(w3, network, network_name, refresh_seconds=network.market_refresh_seconds)
+    return venues, feed
 
 
 async def prepare_live_chain(venues: dict[str, Venue], strategy: "StrategyConfig", environment: str, run_id: str,
