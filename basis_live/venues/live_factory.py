@@ -66,6 +66,7 @@ async def build_live_chain(strategy: "StrategyConfig", environment: str, journal
     """The strategy's on-chain venues for ``environment``'s network, over one TransactionSender (the
     strategy wallet's key, the fee cap and receipt timeout of the network, ``journal`` for
     exactly-once), and the ChainFeed reading the same node. Credentials are LT-001 when missing."""
+    from basis_live.feeds.base import FeedError
     from basis_live.feeds.chain import ChainFeed
     from basis_live.networks import chain_credentials, network_for
     from basis_live.venues.onchain import AaveV3Config, AaveV3Venue, WalletVenue, aave_revert_reason
@@ -91,7 +92,10 @@ async def build_live_chain(strategy: "StrategyConfig", environment: str, journal
                        chain_id=network.chain_id),
         decode_revert=aave_revert_reason)
     # The run's market data, and where the leverage loop finds Aave's oracle.
-    feed = ChainFeed(w3, network, network_name, refresh_seconds=network.market_refresh_seconds)
+    try:
+        feed = ChainFeed(w3, network, network_name, refresh_seconds=network.market_refresh_seconds)
+    except FeedError as exc:  # a network without the Aave oracle to price from: a config problem
+        raise EngineInitError(str(exc)) from None
     enabled = set(enabled_venues(strategy))
     swap = SwapSettings(max_slippage=Decimal(repr(network.swap.max_slippage_bps)) / 10_000) if network.swap else None
     router = network.swap.router if network.swap else None
