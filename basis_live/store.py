@@ -351,8 +351,42 @@ class CommandRow:
     ack_message: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotRow:
+    """One tick's snapshot (JSON-able values; Decimals are written as strings)."""
+
+    sim_time: datetime
+    equity: str
+    pnl: str
+    drawdown: float
+    positions: Any
+    exposures: Any
+    risk: dict[str, Any]
+    pnl_by_source: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RunFigures:
+    """A run's current figures as the runs row shows them (``status``, ``metrics``)."""
+
+    equity: str
+    pnl: str
+    peak_value: str
+    drawdown: float
+    max_drawdown: float
+    total_trades: int
+    sim_time: datetime
+    risk: dict[str, Any]
+    metrics: dict[str, Any]
+    trading_state: str
+
+
+#: One encoder for every JSON column (json.dumps with options builds a new one per call).
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"), sort_keys=True)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=str, separators=(",", ":"), sort_keys=True)
+    return _ENCODER.encode(value)
 
 
 class Store:
@@ -362,6 +396,7 @@ class Store:
         self.path = path
         self.db = db
         self._snapshot_inserts = 0
+        self._kept_bucket: dict[str, str] = {}  # run -> hour bucket whose keeper row is written
 
     # ---------------------------------------------------------------- open / close
     @classmethod
@@ -530,38 +565,63 @@ class Store:
         trading_state: str,
     ) -> None:
         """One snapshot row and the run's current figures, in one transaction; prunes old rows."""
+        row = SnapshotRow(sim_time, equity, pnl, drawdown, positions, exposures, risk,
+                          metrics.get("pnl_by_source", {}))
+        self.record_snapshots(run_id, [row], RunFigures(equity, pnl, peak_value, drawdown, max_drawdown,
+                                                       total_trades, sim_time, risk, metrics, trading_state))
+
+    def record_snapshots(self, run_id: str, rows: list["SnapshotRow"], figures: "RunFigures") -> None:
+        """Snapshot rows (oldest first) and the run's current figures, in one transaction; prunes old
+        rows. A backtest writes its ticks in batches this way; a live run one row at a time."""
+        if not rows:
+            return
         now = iso(utc_now())
-        sim = iso(sim_time)
-        bucket = sim[:13]  # YYYY-MM-DDTHH
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            keep = db.execute(
-                "SELECT 1 FROM snapshots WHERE run_id = ? AND hour_bucket = ? AND keep = 1 LIMIT 1",
-                (run_id, bucket),
-            ).fetchone() is None
-            db.execute(
+            kept = self._kept_bucket.get(run_id)
+            values = []
+            for row in rows:
+                sim = iso(row.sim_time)
+                bucket = sim[:13]  # YYYY-MM-DDTHH
+                if kept != bucket:
+                    # The first row of each hour is kept by pruning; sim time only moves forward,
+                    # so once an hour has its keeper every later row of that hour is not one.
+                    keep = db.execute(
+                        "SELECT 1 FROM snapshots WHERE run_id = ? AND hour_bucket = ? AND keep = 1 LIMIT 1",
+                        (run_id, bucket),
+                    ).fetchone() is None
+                    kept = bucket
+                else:
+                    keep = False
+                values.append((run_id, now, sim, row.equity, row.pnl, row.drawdown, _dumps(row.positions),
+                               _dumps(row.exposures), _dumps(row.risk), bucket, int(keep),
+                               _dumps(row.pnl_by_source)))
+            db.executemany(
                 """INSERT INTO snapshots (run_id, wall_time, sim_time, equity, pnl, drawdown,
                        positions_json, exposures_json, risk_json, hour_bucket, keep, pnl_by_source_json)
                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?)""",
-                (run_id, now, sim, equity, pnl, drawdown, _dumps(positions), _dumps(exposures),
-                 _dumps(risk), bucket, int(keep), _dumps(metrics.get("pnl_by_source", {}))),
+                values,
             )
+            f = figures
             db.execute(
                 """UPDATE runs SET current_value = ?, total_pnl = ?, peak_value = ?, current_drawdown = ?,
                        max_drawdown = ?, total_trades = ?, sim_time = ?, last_heartbeat = ?,
                        risk_status = ?, risk_json = ?, metrics_json = ?, trading_state = ?
                    WHERE run_id = ?""",
-                (equity, pnl, peak_value, drawdown, max_drawdown, total_trades, sim, now,
-                 risk.get("status"), _dumps(risk), _dumps(metrics), trading_state, run_id),
+                (f.equity, f.pnl, f.peak_value, f.drawdown, f.max_drawdown, f.total_trades, iso(f.sim_time), now,
+                 f.risk.get("status"), _dumps(f.risk), _dumps(f.metrics), f.trading_state, run_id),
             )
-            self._snapshot_inserts += 1
-            if self._snapshot_inserts % _PRUNE_EVERY == 0:
+            before = self._snapshot_inserts
+            self._snapshot_inserts += len(rows)
+            if self._snapshot_inserts // _PRUNE_EVERY != before // _PRUNE_EVERY:
                 self._prune_snapshots(run_id)
             db.execute("COMMIT")
         except BaseException:
+            self._kept_bucket.pop(run_id, None)
             db.execute("ROLLBACK")
             raise
+        self._kept_bucket[run_id] = kept
 
     def _prune_snapshots(self, run_id: str) -> None:
         self.db.execute(

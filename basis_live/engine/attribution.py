@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from basis_live.engine.portfolio import PRICE_ALIASES, price_usdt
+from basis_live.engine.portfolio import PRICE_ALIASES, market_decimal, price_usdt
 from basis_live.feeds.base import MarketSnapshot
 from basis_live.venues.base import Fill, LedgerEntry, VenueAccount, inverse_contract_value
 
@@ -50,28 +50,36 @@ class _Holding:
     contract: Decimal | None = None  # inverse perps: USD per contract (quantity in contracts)
 
 
-def _factors(h: _Holding, market: MarketSnapshot) -> list[tuple[str, Decimal]]:
-    """(source, factor) pairs whose product is the holding's unit value in USDT."""
-    asset = PRICE_ALIASES.get(h.asset, h.asset)
-    if asset in market.lst_rate:
-        base = [("staking_yield", _d(market.lst_rate[asset])), ("price", _d(market.spot["ETH"]))]
-    else:
-        base = [("price", price_usdt(asset, market))]
-    if h.kind == "supply":
-        return [("lending_interest", _d(market.lending_index[h.asset]))] + base
-    if h.kind == "debt":
-        return [("borrow_cost", _d(market.borrow_index[h.asset]))] + base
-    return base
+def _factors(h: _Holding, market: MarketSnapshot) -> tuple[tuple[str, Decimal], ...]:
+    """(source, factor) pairs whose product is the holding's unit value in USDT (memoised on the
+    snapshot per kind and asset)."""
+    key = ("factors", h.kind, h.asset)
+    factors = market.decimals.get(key)
+    if factors is None:
+        asset = PRICE_ALIASES.get(h.asset, h.asset)
+        if asset in market.lst_rate:
+            base = (("staking_yield", market_decimal(market, "lst_rate", asset)),
+                    ("price", market_decimal(market, "spot", "ETH")))
+        else:
+            base = (("price", price_usdt(asset, market)),)
+        if h.kind == "supply":
+            factors = (("lending_interest", market_decimal(market, "lending_index", h.asset)),) + base
+        elif h.kind == "debt":
+            factors = (("borrow_cost", market_decimal(market, "borrow_index", h.asset)),) + base
+        else:
+            factors = base
+        market.decimals[key] = factors
+    return factors
 
 
 def _holding_value(h: _Holding, market: MarketSnapshot) -> Decimal:
     if h.kind == "perp" and h.contract is not None:
         if not h.entry_price:
             return ZERO
-        coin = h.quantity * h.contract * (1 / h.entry_price - 1 / _d(market.perp_mark[h.venue][h.asset]))
+        coin = h.quantity * h.contract * (1 / h.entry_price - 1 / market_decimal(market, "perp_mark", h.asset, h.venue))
         return coin * price_usdt(h.asset, market)
     if h.kind == "perp":
-        return h.quantity * (_d(market.perp_mark[h.venue][h.asset]) - h.entry_price)
+        return h.quantity * (market_decimal(market, "perp_mark", h.asset, h.venue) - h.entry_price)
     value = h.quantity
     for _, factor in _factors(h, market):
         value *= factor
@@ -89,8 +97,8 @@ def holdings(accounts: dict[str, VenueAccount], market: MarketSnapshot) -> list[
                 book.append(_Holding("perp", venue, p.base, p.quantity, p.entry_price or ZERO,
                                      inverse_contract_value(p.symbol)))
             elif p.kind in ("supply", "debt"):
-                index = market.lending_index if p.kind == "supply" else market.borrow_index
-                book.append(_Holding(p.kind, venue, p.base, p.quantity / _d(index[p.base])))
+                table = "lending_index" if p.kind == "supply" else "borrow_index"
+                book.append(_Holding(p.kind, venue, p.base, p.quantity / market_decimal(market, table, p.base)))
     return book
 
 
@@ -140,20 +148,27 @@ class PnLAttribution:
                 moves["price"] += _holding_value(h, now) - _holding_value(h, before)
                 continue
             if h.kind == "perp":
-                moves["price"] += h.quantity * (_d(now.perp_mark[h.venue][h.asset]) - _d(before.perp_mark[h.venue][h.asset]))
+                moves["price"] += h.quantity * (market_decimal(now, "perp_mark", h.asset, h.venue)
+                                                - market_decimal(before, "perp_mark", h.asset, h.venue))
                 continue
             # Move one factor at a time (old -> new), in a fixed order: the products telescope, so
             # the parts add up exactly to the holding's change in value.
             old = _factors(h, before)
             new = _factors(h, now)
+            if old == new:
+                continue  # e.g. a USDT balance in a USDT share class: nothing moved
             sign = -1 if h.kind == "debt" else 1
-            for i, (source, _) in enumerate(old):
-                left = [f for _, f in new[:i]]
-                right = [f for _, f in old[i + 1:]]
-                delta = new[i][1] - old[i][1]
-                part = h.quantity * delta
-                for f in (*left, *right):
-                    part *= f
+            count = len(old)
+            for i in range(count):
+                source, old_factor = old[i]
+                new_factor = new[i][1]
+                if new_factor == old_factor:
+                    continue  # this factor's part is exactly zero
+                part = h.quantity * (new_factor - old_factor)
+                for j in range(i):
+                    part *= new[j][1]
+                for j in range(i + 1, count):
+                    part *= old[j][1]
                 moves[source] += sign * part
         for fill, mark in zip(self._fills, self._fill_marks):
             moves["fees"] -= fill.fee * price_usdt(fill.fee_asset, now) if fill.fee else ZERO

@@ -32,10 +32,12 @@ from basis_live.engine.portfolio import PortfolioView, price_usdt, value_portfol
 from basis_live.feeds.base import FeedError, MarketFeed, MarketSnapshot
 from basis_live.modes.base import OrderIntent, StrategyMode
 from basis_live.risk.limits import RiskInputs, RiskReport, evaluate
-from basis_live.store import Store, iso, utc_now
+from basis_live.store import RunFigures, SnapshotRow, Store, iso, utc_now
 from basis_live.venues.base import Venue, VenueAccount, VenueError
 
 ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
+#: Snapshot rows a backtest writes per transaction (see ``record_snapshot``).
+SNAPSHOT_BATCH = 500
 #: Wall seconds between market refreshes (and so between risk evaluations on new prices).
 MARKET_REFRESH_SECONDS = 0.02
 
@@ -87,6 +89,8 @@ class EventDrivenStrategyEngine:
         self.market_event = asyncio.Event()
         self.view: PortfolioView | None = None
         self.risk: RiskReport | None = None
+        self._risk_view: PortfolioView | None = None  # the view self.risk was evaluated on
+        self._snapshot_rows: list[SnapshotRow] = []
         # A backtest's venues are in-process simulations on a stepped clock: venue calls need no
         # wall-clock bound and run one after another (no tasks, no timers: most of a tick's cost).
         self.backtest = isinstance(clock, SteppedClock)
@@ -213,8 +217,12 @@ class EventDrivenStrategyEngine:
         )
 
     def evaluate_risk(self, view: PortfolioView) -> RiskReport:
+        # A view's risk figures depend only on the view and the peaks tracked when it was made, so
+        # the watchdog re-checking the view a tick just valued gets the tick's report.
+        if view is self._risk_view and self.risk is not None:
+            return self.risk
         report = evaluate(self.strategy.risk, self.risk_inputs(view), iso(view.market.timestamp) or "")
-        self.risk = report
+        self.risk, self._risk_view = report, view
         return report
 
     def risk_dict(self) -> dict[str, Any]:
@@ -277,27 +285,40 @@ class EventDrivenStrategyEngine:
         }
 
     def record_snapshot(self) -> None:
+        """Write this moment's snapshot row and the run's figures. A backtest buffers its rows and
+        writes them SNAPSHOT_BATCH at a time (one transaction each, plus at the end): history runs
+        thousands of ticks a second, and `status` from another process still sees a backtest move."""
         view = self.view
         if view is None:
             return
-        summary = self.summary()
-        self.store.record_snapshot(
-            self.run_id,
+        equity = _q(view.equity)
+        pnl = _q(view.equity - self.initial_capital - self.net_flows)
+        self._snapshot_rows.append(SnapshotRow(
             sim_time=view.market.timestamp,
-            equity=summary["current_value"],
-            pnl=summary["total_pnl"],
-            peak_value=summary["peak_value"],
-            drawdown=summary["current_drawdown"],
-            max_drawdown=summary["max_drawdown"],
-            total_trades=summary["total_trades"],
+            equity=str(equity),
+            pnl=str(pnl),
+            drawdown=round(self.current_drawdown(view), 8),
             positions=view.position_values,
             exposures={"by_asset": {k: str(v) for k, v in view.exposures.items()},
-                       "net_delta": summary["net_delta"], "gross_exposure": summary["gross_exposure"],
+                       "net_delta": str(_q(view.net_delta)), "gross_exposure": str(_q(view.gross_exposure)),
                        "margin_ratios": view.margin_ratios, "health_factor": view.health_factor},
             risk=self.risk_dict(),
-            metrics=summary,
-            trading_state=self.state,
-        )
+            pnl_by_source=self.attribution.as_dict(),
+        ))
+        if not self.backtest or len(self._snapshot_rows) >= SNAPSHOT_BATCH:
+            self.flush_snapshots()
+
+    def flush_snapshots(self) -> None:
+        rows, self._snapshot_rows = self._snapshot_rows, []
+        if not rows:
+            return
+        summary = self.summary()
+        last = rows[-1]
+        self.store.record_snapshots(self.run_id, rows, RunFigures(
+            equity=last.equity, pnl=last.pnl, peak_value=summary["peak_value"], drawdown=last.drawdown,
+            max_drawdown=summary["max_drawdown"], total_trades=summary["total_trades"], sim_time=last.sim_time,
+            risk=last.risk, metrics=summary, trading_state=self.state,
+        ))
 
     # ------------------------------------------------------------------ state changes
     def set_state(self, state: str, reason: str, latency_ms: float | None = None) -> None:
@@ -611,6 +632,7 @@ class EventDrivenStrategyEngine:
             view = await self.checkpoint()
             self.evaluate_risk(view)
         self.record_snapshot()
+        self.flush_snapshots()
         self.store.set_run_status(self.run_id, status, reason)
         self.event(f"run.{status}", f"run {self.run_id} {status}: {reason}",
                    level="error" if status == "failed" else ("warning" if status == "emergency_stopped" else "info"))

@@ -64,6 +64,10 @@ class OrderManager:
         self.filled_orders = 0
         self._fill_cursor: dict[str, int] = {name: 0 for name in venues}
         self._ledger_cursor: dict[str, int] = {name: 0 for name in venues}
+        #: This run's possibly-live orders as last read from the store; None after any order write.
+        #: Only this manager writes the run's orders, so between its writes the store's answer
+        #: cannot change (a tick with nothing in flight then costs no query).
+        self._unsettled_rows: list[dict] | None = None
         # Where new fills and ledger entries go besides the store (the P&L attribution).
         self.on_fill: Callable[[Fill], None] = lambda fill: None
         self.on_ledger: Callable[[LedgerEntry], None] = lambda entry: None
@@ -77,10 +81,18 @@ class OrderManager:
 
     async def _call(self, venue: str, coro):  # type: ignore[no-untyped-def]
         timeout = self.call_timeout
+        if timeout is None:  # a backtest's in-process venues: no wall-clock bound
+            try:
+                result = await coro
+            except (asyncio.TimeoutError, VenueError):
+                self.failures[venue] += 1
+                raise
+            self.failures[venue] = 0
+            return result
         # A venue whose one order is many steps (an on-chain leverage loop: dozens of transactions,
         # each bounded by its own receipt timeout) says how long a call may take.
         longer = getattr(self.venues[venue], "call_timeout_seconds", None)
-        if timeout is not None and longer is not None:
+        if longer is not None:
             timeout = max(timeout, longer)
         try:
             # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation.
@@ -120,6 +132,7 @@ class OrderManager:
         if problem:
             return SubmitResult("", "skipped", problem)
         cid = self.next_client_order_id()
+        self._unsettled_rows = None
         self.store.insert_order(
             client_order_id=cid, run_id=self.run_id, venue=venue, instrument=symbol, side=side,
             order_type=order_type, quantity=str(quantity), price=None if price is None else str(price),
@@ -133,12 +146,14 @@ class OrderManager:
         try:
             state = await self._call(request.venue, self.venues[request.venue].place_order(request))
         except OrderRejected as exc:
+            self._unsettled_rows = None
             self.store.update_order(cid, status="rejected", reason=str(exc))
             self.event("order.rejected", f"{cid} {request.side} {request.quantity} {request.symbol} on "
                        f"{request.venue} rejected: {exc}", level="warning")
             return SubmitResult(cid, "rejected", str(exc))
         except (AmbiguousOrderError, asyncio.TimeoutError, VenueError) as exc:
             reason = str(exc) or "submit timed out"
+            self._unsettled_rows = None
             self.store.update_order(cid, status="unknown", reason=reason)
             self.event("order.unknown", f"{cid} outcome unknown ({reason}); reconciling by client order id",
                        level="warning")
@@ -162,6 +177,7 @@ class OrderManager:
         return SubmitResult(cid, state.status)
 
     def _record_state(self, state: OrderState) -> None:
+        self._unsettled_rows = None
         self.store.update_order(
             state.client_order_id, status=state.status, venue_order_id=state.venue_order_id,
             filled_quantity=str(state.filled_quantity),
@@ -172,7 +188,7 @@ class OrderManager:
     async def reconcile_unsettled(self) -> int:
         """Refresh every order the store holds as possibly live; returns how many stay unsettled."""
         unsettled = 0
-        for row in self.store.list_orders(self.run_id, UNSETTLED):
+        for row in self.unsettled_orders():
             venue = row["venue"]
             try:
                 state = await self._call(venue, self.venues[venue].fetch_order(row["client_order_id"]))
@@ -180,6 +196,7 @@ class OrderManager:
                 unsettled += 1
                 continue
             if state is None:
+                self._unsettled_rows = None
                 if row["status"] in ("pending_submit", "unknown"):
                     # Confirmed never reached the venue: it is safe to forget, the mode re-decides.
                     self.store.update_order(row["client_order_id"], status="rejected",
@@ -215,7 +232,9 @@ class OrderManager:
         """Cancel open orders older than ``max_age_sim_seconds`` of simulated time."""
         now = self.now()
         cancelled = 0
-        for row in self.store.list_orders(self.run_id, ("open", "partially_filled")):
+        for row in self.unsettled_orders():
+            if row["status"] not in ("open", "partially_filled"):
+                continue
             created = datetime.fromisoformat(row["sim_time"].replace("Z", "+00:00"))
             if (now - created).total_seconds() < max_age_sim_seconds:
                 continue
@@ -261,5 +280,11 @@ class OrderManager:
             _, self._fill_cursor[name] = await self._call(name, venue.fetch_fills(self._fill_cursor[name]))
             _, self._ledger_cursor[name] = await self._call(name, venue.fetch_ledger(self._ledger_cursor[name]))
 
+    def unsettled_orders(self) -> list[dict]:
+        """This run's orders that may still be live on a venue (statuses in UNSETTLED), oldest first."""
+        if self._unsettled_rows is None:
+            self._unsettled_rows = self.store.list_orders(self.run_id, UNSETTLED)
+        return list(self._unsettled_rows)
+
     def has_unsettled(self) -> bool:
-        return bool(self.store.list_orders(self.run_id, UNSETTLED))
+        return bool(self.unsettled_orders())

@@ -35,25 +35,45 @@ def _d(value: float) -> Decimal:
     return Decimal(repr(value))
 
 
+ONE = Decimal(1)
+
+
+def market_decimal(market: MarketSnapshot, table: str, key: str, venue: str | None = None) -> Decimal:
+    """``market.<table>[key]`` (or ``[venue][key]``) as a Decimal, converted once per snapshot."""
+    cache_key = (table, venue, key)
+    value = market.decimals.get(cache_key)
+    if value is None:
+        source = getattr(market, table)
+        value = market.decimals[cache_key] = _d((source[venue] if venue is not None else source)[key])
+    return value
+
+
 def price_usdt(asset: str, market: MarketSnapshot) -> Decimal:
-    """Price of one unit of ``asset`` in USDT."""
+    """Price of one unit of ``asset`` in USDT (memoised on the snapshot)."""
+    price = market.decimals.get(asset)
+    if price is None:
+        price = market.decimals[asset] = _price_usdt(asset, market)
+    return price
+
+
+def _price_usdt(asset: str, market: MarketSnapshot) -> Decimal:
     asset = PRICE_ALIASES.get(asset, asset)
     if asset == "USDT":
-        return Decimal(1)
+        return ONE
     if asset in market.lst_rate:
         # LSTs are valued through the oracle rate (what AAVE uses), never a market quote.
-        return _d(market.lst_rate[asset]) * _d(market.spot["ETH"])
+        return market_decimal(market, "lst_rate", asset) * market_decimal(market, "spot", "ETH")
     if asset in market.spot:
-        return _d(market.spot[asset])
+        return market_decimal(market, "spot", asset)
     raise KeyError(f"no price for {asset}")
 
 
 def eth_per_unit(asset: str, market: MarketSnapshot) -> Decimal | None:
     """ETH delta of one unit of an ETH-like asset (ETH, WETH, LSTs through the oracle rate)."""
     if asset in ("ETH", "WETH"):
-        return Decimal(1)
+        return ONE
     if asset in market.lst_rate:
-        return _d(market.lst_rate[asset])
+        return market_decimal(market, "lst_rate", asset)
     return None
 
 
@@ -139,7 +159,8 @@ def value_portfolio(
             contract = inverse_contract_value(p.symbol) if p.kind == "perp" else None
             if contract is not None:
                 quoted = market.perp_mark.get(venue, {}).get(p.base)
-                mark = _d(quoted) if quoted is not None else (p.mark_price or price_usdt(p.base, market))
+                mark = (market_decimal(market, "perp_mark", p.base, venue) if quoted is not None
+                        else (p.mark_price or price_usdt(p.base, market)))
                 unrealized = (p.quantity * contract * (1 / p.entry_price - 1 / mark) if p.entry_price
                               else p.unrealized_pnl)  # in the coin
                 coin_upnl[p.base] = coin_upnl.get(p.base, ZERO) + unrealized
@@ -157,7 +178,8 @@ def value_portfolio(
                 # Revalue at the snapshot's mark: an account read a while ago (a slow venue) must
                 # still show what the position is worth now.
                 quoted = market.perp_mark.get(venue, {}).get(p.base)
-                mark = _d(quoted) if quoted is not None else (p.mark_price or price_usdt(p.base, market))
+                mark = (market_decimal(market, "perp_mark", p.base, venue) if quoted is not None
+                        else (p.mark_price or price_usdt(p.base, market)))
                 unrealized = p.quantity * (mark - p.entry_price) if p.entry_price is not None else p.unrealized_pnl
                 notional = abs(p.quantity) * mark
                 perp_notional += notional

@@ -79,6 +79,10 @@ class MarketSnapshot:
     #: time.monotonic() when the engine received this snapshot; set by the engine, used to measure
     #: breach-to-halt latency.
     received_monotonic: float = field(default=0.0, compare=False)
+    #: Decimal forms of this snapshot's figures, made once each on first use (valuation, P&L
+    #: attribution and the modes read the same few prices many times a tick); see
+    #: ``engine.portfolio.price_usdt`` and ``market_decimal``.
+    decimals: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 class FeedError(Exception):

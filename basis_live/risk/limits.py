@@ -8,7 +8,7 @@ A limit within its warning band (see WARN_BANDS) makes the status ``warning``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # keep `health` free of pydantic imports
@@ -61,7 +61,10 @@ class RiskReport:
     figures: dict[str, float | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # What dataclasses.asdict gives, built directly: it runs on every snapshot.
+        return {"status": self.status, "breaches": [dict(b.__dict__) for b in self.breaches],
+                "warnings": [dict(w.__dict__) for w in self.warnings], "action_required": self.action_required,
+                "evaluated_at": self.evaluated_at, "figures": dict(self.figures)}
 
     @property
     def breach_types(self) -> list[str]:
