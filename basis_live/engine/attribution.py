@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from basis_live.engine.portfolio import PRICE_ALIASES, market_decimal, price_usdt
+from basis_live.engine.portfolio import PRICE_ALIASES, price_usdt
 from basis_live.feeds.base import MarketSnapshot
 from basis_live.venues.base import Fill, LedgerEntry, VenueAccount, inverse_contract_value
 
@@ -58,14 +58,14 @@ def _factors(h: _Holding, market: MarketSnapshot) -> tuple[tuple[str, Decimal], 
     if factors is None:
         asset = PRICE_ALIASES.get(h.asset, h.asset)
         if asset in market.lst_rate:
-            base = (("staking_yield", market_decimal(market, "lst_rate", asset)),
-                    ("price", market_decimal(market, "spot", "ETH")))
+            base = (("staking_yield", market.decimal("lst_rate", asset)),
+                    ("price", market.decimal("spot", "ETH")))
         else:
             base = (("price", price_usdt(asset, market)),)
         if h.kind == "supply":
-            factors = (("lending_interest", market_decimal(market, "lending_index", h.asset)),) + base
+            factors = (("lending_interest", market.decimal("lending_index", h.asset)),) + base
         elif h.kind == "debt":
-            factors = (("borrow_cost", market_decimal(market, "borrow_index", h.asset)),) + base
+            factors = (("borrow_cost", market.decimal("borrow_index", h.asset)),) + base
         else:
             factors = base
         market.decimals[key] = factors
@@ -76,10 +76,10 @@ def _holding_value(h: _Holding, market: MarketSnapshot) -> Decimal:
     if h.kind == "perp" and h.contract is not None:
         if not h.entry_price:
             return ZERO
-        coin = h.quantity * h.contract * (1 / h.entry_price - 1 / market_decimal(market, "perp_mark", h.asset, h.venue))
+        coin = h.quantity * h.contract * (1 / h.entry_price - 1 / market.decimal("perp_mark", h.asset, h.venue))
         return coin * price_usdt(h.asset, market)
     if h.kind == "perp":
-        return h.quantity * (market_decimal(market, "perp_mark", h.asset, h.venue) - h.entry_price)
+        return h.quantity * (market.decimal("perp_mark", h.asset, h.venue) - h.entry_price)
     value = h.quantity
     for _, factor in _factors(h, market):
         value *= factor
@@ -98,7 +98,7 @@ def holdings(accounts: dict[str, VenueAccount], market: MarketSnapshot) -> list[
                                      inverse_contract_value(p.symbol)))
             elif p.kind in ("supply", "debt"):
                 table = "lending_index" if p.kind == "supply" else "borrow_index"
-                book.append(_Holding(p.kind, venue, p.base, p.quantity / market_decimal(market, table, p.base)))
+                book.append(_Holding(p.kind, venue, p.base, p.quantity / market.decimal(table, p.base)))
     return book
 
 
@@ -148,8 +148,8 @@ class PnLAttribution:
                 moves["price"] += _holding_value(h, now) - _holding_value(h, before)
                 continue
             if h.kind == "perp":
-                moves["price"] += h.quantity * (market_decimal(now, "perp_mark", h.asset, h.venue)
-                                                - market_decimal(before, "perp_mark", h.asset, h.venue))
+                moves["price"] += h.quantity * (now.decimal("perp_mark", h.asset, h.venue)
+                                                - before.decimal("perp_mark", h.asset, h.venue))
                 continue
             # Move one factor at a time (old -> new), in a fixed order: the products telescope, so
             # the parts add up exactly to the holding's change in value.

@@ -38,16 +38,6 @@ def _d(value: float) -> Decimal:
 ONE = Decimal(1)
 
 
-def market_decimal(market: MarketSnapshot, table: str, key: str, venue: str | None = None) -> Decimal:
-    """``market.<table>[key]`` (or ``[venue][key]``) as a Decimal, converted once per snapshot."""
-    cache_key = (table, venue, key)
-    value = market.decimals.get(cache_key)
-    if value is None:
-        source = getattr(market, table)
-        value = market.decimals[cache_key] = _d((source[venue] if venue is not None else source)[key])
-    return value
-
-
 def price_usdt(asset: str, market: MarketSnapshot) -> Decimal:
     """Price of one unit of ``asset`` in USDT (memoised on the snapshot)."""
     price = market.decimals.get(asset)
@@ -62,9 +52,9 @@ def _price_usdt(asset: str, market: MarketSnapshot) -> Decimal:
         return ONE
     if asset in market.lst_rate:
         # LSTs are valued through the oracle rate (what AAVE uses), never a market quote.
-        return market_decimal(market, "lst_rate", asset) * market_decimal(market, "spot", "ETH")
+        return market.decimal("lst_rate", asset) * market.decimal("spot", "ETH")
     if asset in market.spot:
-        return market_decimal(market, "spot", asset)
+        return market.decimal("spot", asset)
     raise KeyError(f"no price for {asset}")
 
 
@@ -73,7 +63,7 @@ def eth_per_unit(asset: str, market: MarketSnapshot) -> Decimal | None:
     if asset in ("ETH", "WETH"):
         return ONE
     if asset in market.lst_rate:
-        return market_decimal(market, "lst_rate", asset)
+        return market.decimal("lst_rate", asset)
     return None
 
 
@@ -91,6 +81,8 @@ class PortfolioView:
     margin_ratios: dict[str, float]  # perp venue -> (margin + uPnL) / notional
     health_factor: float | None  # None without debt
     position_values: list[dict[str, object]] = field(default_factory=list)
+    #: The largest |value| among ``position_values`` (share class); the max_position_size figure.
+    largest_position: Decimal = ZERO
 
     def balance(self, venue: str, asset: str) -> Decimal:
         account = self.accounts.get(venue)
@@ -110,10 +102,6 @@ class PortfolioView:
     def worst_margin_ratio(self) -> float | None:
         return min(self.margin_ratios.values()) if self.margin_ratios else None
 
-    @property
-    def largest_position(self) -> Decimal:
-        return max((Decimal(str(p["value"])).copy_abs() for p in self.position_values), default=ZERO)
-
 
 def value_portfolio(
     accounts: dict[str, VenueAccount],
@@ -130,6 +118,15 @@ def value_portfolio(
     margin_ratios: dict[str, float] = {}
     collateral_usdt = ZERO
     debt_usdt = ZERO
+
+    largest = ZERO
+
+    def _sized(value: Decimal) -> str:
+        """A position's share-class value as stored, noting the largest |value| (a risk figure)."""
+        nonlocal largest
+        if value.copy_abs() > largest:
+            largest = value.copy_abs()
+        return str(value)
 
     def expose(asset: str, quantity: Decimal) -> None:
         nonlocal gross_usdt
@@ -150,7 +147,7 @@ def value_portfolio(
             expose(asset, amount)
             if asset != "USDT" or venue == "wallet":
                 position_values.append({"venue": venue, "symbol": asset, "kind": "balance",
-                                        "quantity": str(amount), "value": str(value / share_price)})
+                                        "quantity": str(amount), "value": _sized(value / share_price)})
         perp_notional = ZERO
         upnl = ZERO
         coin_upnl: dict[str, Decimal] = {}
@@ -159,7 +156,7 @@ def value_portfolio(
             contract = inverse_contract_value(p.symbol) if p.kind == "perp" else None
             if contract is not None:
                 quoted = market.perp_mark.get(venue, {}).get(p.base)
-                mark = (market_decimal(market, "perp_mark", p.base, venue) if quoted is not None
+                mark = (market.decimal("perp_mark", p.base, venue) if quoted is not None
                         else (p.mark_price or price_usdt(p.base, market)))
                 unrealized = (p.quantity * contract * (1 / p.entry_price - 1 / mark) if p.entry_price
                               else p.unrealized_pnl)  # in the coin
@@ -173,12 +170,12 @@ def value_portfolio(
                                         "quantity": str(p.quantity), "entry_price": str(p.entry_price),
                                         "mark_price": str(mark), "unrealized_pnl": str(unrealized),
                                         "settle": p.base,
-                                        "value": str(p.quantity * contract / share_price)})
+                                        "value": _sized(p.quantity * contract / share_price)})
             elif p.kind == "perp":
                 # Revalue at the snapshot's mark: an account read a while ago (a slow venue) must
                 # still show what the position is worth now.
                 quoted = market.perp_mark.get(venue, {}).get(p.base)
-                mark = (market_decimal(market, "perp_mark", p.base, venue) if quoted is not None
+                mark = (market.decimal("perp_mark", p.base, venue) if quoted is not None
                         else (p.mark_price or price_usdt(p.base, market)))
                 unrealized = p.quantity * (mark - p.entry_price) if p.entry_price is not None else p.unrealized_pnl
                 notional = abs(p.quantity) * mark
@@ -189,21 +186,21 @@ def value_portfolio(
                 position_values.append({"venue": venue, "symbol": p.symbol, "kind": "perp",
                                         "quantity": str(p.quantity), "entry_price": str(p.entry_price),
                                         "mark_price": str(mark), "unrealized_pnl": str(unrealized),
-                                        "value": str(p.quantity * mark / share_price)})
+                                        "value": _sized(p.quantity * mark / share_price)})
             elif p.kind in ("supply", "stake"):
                 value = p.quantity * price_usdt(p.base, market)
                 equity_usdt += value
                 collateral_usdt += value
                 expose(p.base, p.quantity)
                 position_values.append({"venue": venue, "symbol": p.symbol, "kind": p.kind,
-                                        "quantity": str(p.quantity), "value": str(value / share_price)})
+                                        "quantity": str(p.quantity), "value": _sized(value / share_price)})
             elif p.kind == "debt":
                 value = p.quantity * price_usdt(p.base, market)
                 equity_usdt -= value
                 debt_usdt += value
                 expose(p.base, -p.quantity)
                 position_values.append({"venue": venue, "symbol": p.symbol, "kind": "debt",
-                                        "quantity": str(p.quantity), "value": str(-value / share_price)})
+                                        "quantity": str(p.quantity), "value": _sized(-value / share_price)})
         ratios = [float((account.balances.get("USDT", ZERO) + upnl) / perp_notional)] if perp_notional else []
         ratios += [float((account.balances.get(coin, ZERO) + coin_upnl[coin]) / notional)
                    for coin, notional in coin_notional.items() if notional]
@@ -229,4 +226,5 @@ def value_portfolio(
         margin_ratios=margin_ratios,
         health_factor=health_factor,
         position_values=position_values,
+        largest_position=largest,
     )

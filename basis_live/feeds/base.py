@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Mapping
 
 #: Perp venues every feed quotes.
@@ -80,9 +81,19 @@ class MarketSnapshot:
     #: breach-to-halt latency.
     received_monotonic: float = field(default=0.0, compare=False)
     #: Decimal forms of this snapshot's figures, made once each on first use (valuation, P&L
-    #: attribution and the modes read the same few prices many times a tick); see
-    #: ``engine.portfolio.price_usdt`` and ``market_decimal``.
+    #: attribution, the modes and the paper venues read the same few prices many times a tick);
+    #: see ``decimal`` and ``engine.portfolio.price_usdt``.
     decimals: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def decimal(self, table: str, key: str, venue: str | None = None) -> Decimal:
+        """``self.<table>[key]`` (or ``[venue][key]``) as an exact Decimal of the float's shortest
+        repr, converted once per snapshot. Raises KeyError like the mapping does."""
+        cache_key = (table, venue, key)
+        value = self.decimals.get(cache_key)
+        if value is None:
+            source = getattr(self, table)
+            value = self.decimals[cache_key] = Decimal(repr((source[venue] if venue is not None else source)[key]))
+        return value
 
 
 class FeedError(Exception):

@@ -215,9 +215,11 @@ class LoadedSeries:
     times: list[float]
     values: list[float]
     _max_gap_s: float = field(init=False)
+    _funding: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self._max_gap_s = self.spec.max_gap_hours * 3600.0
+        self._funding = self.spec.is_funding
 
     @property
     def name(self) -> str:
@@ -239,7 +241,7 @@ class LoadedSeries:
         """The value at unix time ``t``: linear between points, or the next settlement for funding."""
         times = self.times
         i = bisect_right(times, t)
-        if self.spec.is_funding:
+        if self._funding:
             # times[i] is the first settlement strictly after t.
             if i == len(times):
                 return self.values[-1] if times[-1] == t else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from basis_live.engine.portfolio import PortfolioView, market_decimal
+from basis_live.engine.portfolio import PortfolioView
 from basis_live.feeds.base import MarketSnapshot
 from basis_live.modes.base import OrderIntent, StrategyMode
 from basis_live.modes.rewards import sell_dust, with_reward_sales
@@ -37,7 +37,7 @@ class Leveraged(StrategyMode):
         return {"wallet": {"ETH": capital}}
 
     def _rate(self, view: PortfolioView) -> Decimal:
-        return market_decimal(view.market, "lst_rate", self.lst)
+        return view.market.decimal("lst_rate", self.lst)
 
     def _book(self, view: PortfolioView) -> tuple[Decimal, Decimal]:
         """(collateral, debt) in ETH."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from basis_live.engine.portfolio import PortfolioView, market_decimal, price_usdt
+from basis_live.engine.portfolio import PortfolioView, price_usdt
 from basis_live.feeds.base import MarketSnapshot
 from basis_live.modes.base import OrderIntent
 from basis_live.modes.basis import REDUCE_FRACTION, BasisMode
@@ -56,7 +56,7 @@ class MarketNeutralStaking(BasisMode):
         return bought
 
     def _eth_held(self, view: PortfolioView) -> Decimal:
-        rate = market_decimal(view.market, "lst_rate", self.lst)
+        rate = view.market.decimal("lst_rate", self.lst)
         return view.balance("wallet", self.lst) * rate + view.balance("wallet", "ETH")
 
     def decide(self, view: PortfolioView) -> list[OrderIntent]:
@@ -64,7 +64,7 @@ class MarketNeutralStaking(BasisMode):
             return []
         threshold = Decimal(repr(self.config.position_deviation_threshold))
         price = price_usdt("ETH", view.market)
-        rate = market_decimal(view.market, "lst_rate", self.lst)
+        rate = view.market.decimal("lst_rate", self.lst)
         intents, proceeds = sell_dust(view, self.config)
         entering = view.balance("wallet", self.lst) == 0
         bought = self._swap_idle_usdt(view, price, threshold, entering, intents)
@@ -91,7 +91,7 @@ class MarketNeutralStaking(BasisMode):
 
     def _release_eth(self, view: PortfolioView, fraction: Decimal) -> tuple[list[OrderIntent], Decimal]:
         """Redeem ``fraction`` of the LST held; returns the intents and the ETH they should free."""
-        rate = market_decimal(view.market, "lst_rate", self.lst)
+        rate = view.market.decimal("lst_rate", self.lst)
         staked = view.balance("wallet", self.lst) * fraction
         intents = [OrderIntent(self.staking_venue, self.lst, "sell", staked, "exit_partial", True)] if staked > 0 else []
         return intents, staked * rate

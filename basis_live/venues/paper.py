@@ -251,8 +251,8 @@ class PaperExchange(_PaperBase):
         for base, perp in self.perps.items():
             if not perp.quantity:
                 continue
-            rate = _d(quote.funding_rate[self.name][base])
-            mark = _d(self.market.perp_mark[self.name][base])  # type: ignore[union-attr]
+            rate = quote.decimal("funding_rate", base, self.name)
+            mark = self.market.decimal("perp_mark", base, self.name)  # type: ignore[union-attr]
             amount = -perp.quantity * mark * rate
             self.balances["USDT"] += amount
             self._ledger.append(LedgerEntry(f"{self.name}-l{next(self._ids)}", self.name, "funding", "USDT",
@@ -260,8 +260,8 @@ class PaperExchange(_PaperBase):
         for base, perp in self.inverse.items():
             if not perp.quantity:
                 continue
-            rate = _d(quote.funding_rate[self.name][base])
-            mark = _d(self.market.perp_mark[self.name][base])  # type: ignore[union-attr]
+            rate = quote.decimal("funding_rate", base, self.name)
+            mark = self.market.decimal("perp_mark", base, self.name)  # type: ignore[union-attr]
             amount = (-perp.quantity * self._contract_value(base) / mark * rate).quantize(_SATOSHI)
             self.balances[base] += amount
             self._ledger.append(LedgerEntry(f"{self.name}-l{next(self._ids)}", self.name, "funding", base,
@@ -273,14 +273,14 @@ class PaperExchange(_PaperBase):
         if m is None:
             raise VenueUnavailable(f"{self.name}: no market data yet")
         if instrument.kind == "perp":
-            return _d(m.perp_mark[self.name][instrument.base])
-        return _d(m.spot[instrument.base])
+            return m.decimal("perp_mark", instrument.base, self.name)
+        return m.decimal("spot", instrument.base)
 
     def mark_price(self, base: str) -> Decimal:
         """The perp mark of ``base``: the linear perp's, which inverse perps also use (no inverse series)."""
         if self.market is None:
             raise VenueUnavailable(f"{self.name}: no market data yet")
-        return _d(self.market.perp_mark[self.name][base])
+        return self.market.decimal("perp_mark", base, self.name)
 
     def unrealized_pnl(self) -> Decimal:
         return sum((p.quantity * (self.mark_price(b) - p.entry_price) for b, p in self.perps.items() if p.quantity), ZERO)
@@ -521,7 +521,7 @@ class PaperChain:
         reserve = self.reserves.get("weETH")
         supplied = ZERO
         if reserve is not None and reserve.scaled_supply and self.market is not None:
-            supplied = reserve.scaled_supply * _d(self.market.lending_index["weETH"])
+            supplied = reserve.scaled_supply * self.market.decimal("lending_index", "weETH")
         return self.balances.get("weETH", ZERO) + supplied
 
     def _credit_rewards(self, snapshot: MarketSnapshot) -> None:
@@ -591,7 +591,7 @@ class PaperStaking(_PaperBase):
         if request.quantity <= 0 or instrument.round_quantity(request.quantity) != request.quantity:
             return self._reject(request, f"amount {request.quantity} not a multiple of {instrument.quantity_step}")
         assert self.market is not None
-        rate = _d(self.market.lst_rate[self.lst])
+        rate = self.market.decimal("lst_rate", self.lst)
         eth = (request.quantity * rate).quantize(PaperChain.QUANTITY_STEPS["ETH"])
         balances = self.chain.balances
         if request.side == "buy":
@@ -746,7 +746,7 @@ class PaperAave(_PaperBase):
         m = self.market
         if m is None:
             raise VenueUnavailable("aave_v3: no market data yet")
-        return _d((m.borrow_index if debt else m.lending_index)[asset])
+        return m.decimal("borrow_index" if debt else "lending_index", asset)
 
     def supplied(self, asset: str) -> Decimal:
         reserve = self.chain.reserves.get(asset)
@@ -763,8 +763,8 @@ class PaperAave(_PaperBase):
         if asset in ("ETH", "WETH"):
             return amount
         if asset in m.lst_rate:
-            return amount * _d(m.lst_rate[asset])
-        return amount * _d(m.spot[asset]) / _d(m.spot["ETH"])
+            return amount * m.decimal("lst_rate", asset)
+        return amount * m.decimal("spot", asset) / m.decimal("spot", "ETH")
 
     def account_data(self, supply_change: tuple[str, Decimal] | None = None, debt_change: Decimal = ZERO
                      ) -> tuple[Decimal, Decimal, Decimal]:
@@ -886,7 +886,7 @@ class PaperAave(_PaperBase):
     def _loop(self, request: OrderRequest, lst: str) -> OrderState:
         """Atomic lever-up / lever-down by ``quantity`` ETH of debt (flash-loan style)."""
         assert self.market is not None
-        rate = _d(self.market.lst_rate[lst])
+        rate = self.market.decimal("lst_rate", lst)
         step = PaperChain.QUANTITY_STEPS[lst]
         lst_amount = (request.quantity / rate).quantize(step)
         supply = self.chain.reserves.setdefault(lst, _Reserve())
