@@ -36,6 +36,8 @@ from basis_live.store import RunFigures, SnapshotRow, Store, iso, utc_now
 from basis_live.venues.base import Venue, VenueAccount, VenueError
 
 ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
+#: Simulated seconds between two events of a condition that lasts (see ``_repeated_event``).
+REPEAT_LOG_SECONDS = 86_400
 #: Snapshot rows a backtest writes per transaction (see ``record_snapshot``).
 SNAPSHOT_BATCH = 500
 #: Wall seconds between market refreshes (and so between risk evaluations on new prices).
@@ -133,7 +135,7 @@ class EventDrivenStrategyEngine:
         self.reduce_task: asyncio.Task[Any] | None = None
         self.ticks = 0
         self.last_tick_at: datetime | None = None  # wall clock, UTC
-        self._skip_logged: dict[tuple[str, str, str], datetime] = {}
+        self._repeat_logged: dict[tuple[str, ...], datetime] = {}
 
     # ------------------------------------------------------------------ helpers
     def sim_now(self) -> datetime:
@@ -353,13 +355,15 @@ class EventDrivenStrategyEngine:
                 self.event("order.blocked", f"{intent.purpose} {intent.side} {intent.symbol} on {intent.venue} "
                            "blocked: trading HALTED")
                 continue
+            key = (intent.venue, intent.symbol, intent.side)
             if self.state == REDUCING and not intent.reduces_exposure:
-                self.event("order.blocked", f"{intent.purpose} {intent.side} {intent.symbol} on {intent.venue} "
-                           "blocked: trading REDUCING (only exposure-reducing orders)")
+                self._repeated_event(("reducing", *key), "order.blocked", f"{intent.purpose} {intent.side} "
+                                     f"{intent.symbol} on {intent.venue} blocked: trading REDUCING (only "
+                                     "exposure-reducing orders)")
                 continue
             if intent.venue in self.orders.degraded_venues():
-                self.event("order.blocked", f"{intent.venue} is degraded; {intent.purpose} order not sent",
-                           level="warning")
+                self._repeated_event(("degraded", *key), "order.blocked", f"{intent.venue} is degraded; "
+                                     f"{intent.purpose} order not sent", level="warning")
                 continue
             mark = self._mark(intent)
             order_type, price = "market", None
@@ -372,16 +376,24 @@ class EventDrivenStrategyEngine:
                 intent.venue, intent.symbol, intent.side, intent.quantity, order_type=order_type, price=price,
                 reduce_only=intent.reduce_only, purpose=intent.purpose, mark=mark,
             )
-            sent += result.status != "skipped"
-            if result.status == "skipped":
-                # A leg stuck below the venue minimum would log every tick: once per simulated hour.
-                key = (intent.venue, intent.symbol, intent.side)
-                last = self._skip_logged.get(key)
-                if last is None or (self.sim_now() - last).total_seconds() >= 3600:
-                    self._skip_logged[key] = self.sim_now()
-                    self.event("order.skipped", f"{intent.purpose} {intent.side} {intent.quantity:.8f} "
-                               f"{intent.symbol} on {intent.venue} not sent: {result.reason}")
+            if result.status != "skipped":
+                sent += 1
+                self._repeat_logged.pop(("skipped", *key), None)
+            else:
+                self._repeated_event(("skipped", *key), "order.skipped", f"{intent.purpose} {intent.side} "
+                                     f"{intent.quantity:.8f} {intent.symbol} on {intent.venue} not sent: "
+                                     f"{result.reason}")
         return sent
+
+    def _repeated_event(self, key: tuple[str, ...], kind: str, message: str, level: str = "info") -> None:
+        """An event that would repeat every tick while a condition lasts (a leg stuck below the venue
+        minimum, intents blocked while REDUCING): logged when it starts, then once per simulated
+        day (REPEAT_LOG_SECONDS) while it lasts."""
+        last = self._repeat_logged.get(key)
+        now = self.sim_now()
+        if last is None or (now - last).total_seconds() >= REPEAT_LOG_SECONDS:
+            self._repeat_logged[key] = now
+            self.event(kind, message, level=level)
 
     def _mark(self, intent: OrderIntent) -> Decimal:
         assert self.market is not None
@@ -435,8 +447,9 @@ class EventDrivenStrategyEngine:
                 await self.orders.reconcile_unsettled()
             elif not self.orders.degraded_venues() or self.state == REDUCING:
                 intents = self.mode.decide(view)
-                if intents:
-                    await self.execute(intents)
+                if intents and await self.execute(intents):
+                    # Only an order sent can change holdings: intents all skipped below venue
+                    # minimums left the view as it is.
                     view = await self.checkpoint()
         self.evaluate_risk(view)
         self.record_snapshot()
