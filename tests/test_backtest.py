@@ -51,6 +51,52 @@ def test_a_crash_in_a_backtest_trips_the_same_watchdog_policy(cli: Cli) -> None:
     assert summary["trading_state"] == "HALTED"
 
 
+def test_a_backtest_stores_a_snapshot_of_every_tick_written_in_batches_with_one_keeper_per_hour(cli: Cli) -> None:
+    import sqlite3
+
+    from basis_live.engine.engine import SNAPSHOT_BATCH
+
+    summary = json.loads(cli.run("backtest", "btc_basis", "--capital", "100000", "--start", "2025-01-01",
+                                 "--end", "2025-01-31", "--step", "1800", "--json").stdout)
+    assert summary["status"] == "completed" and summary["ticks"] == 30 * 48 + 1 > 2 * SNAPSHOT_BATCH
+    db = sqlite3.connect(cli.db)
+    rows = db.execute("SELECT sim_time, keep, equity FROM snapshots WHERE run_id = ? ORDER BY id",
+                      (summary["run_id"],)).fetchall()
+    # The start, every tick, and the final one: none lost between batches, in time order.
+    assert len(rows) == summary["ticks"] + 2
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    keepers = [r[0] for r in rows if r[1]]
+    assert len(keepers) == len({r[0][:13] for r in rows}) == 30 * 24 + 1
+    assert all(k.endswith("00:00.000Z") for k in keepers)  # the first row of each hour
+    # The runs row shows the last batch's figures (what `status` and `metrics` read).
+    current = db.execute("SELECT current_value FROM runs WHERE run_id = ?", (summary["run_id"],)).fetchone()[0]
+    assert current == rows[-1][2] == summary["current_value"]
+
+
+def test_intents_blocked_while_reducing_are_logged_once_a_simulated_day_not_every_tick(cli: Cli) -> None:
+    from datetime import datetime
+
+    summary = json.loads(cli.run("backtest", "btc_basis", "--capital", "100000", "--scenario", "squeeze",
+                                 "--start", "2025-01-01", "--end", "2025-01-06", "--step", "300",
+                                 "--risk", "margin_ratio_threshold=0.25", "--risk", "max_drawdown.policy=warn",
+                                 "--json").stdout)
+    assert summary["trading_state"] == "REDUCING" and summary["ticks"] == 5 * 288 + 1
+    from basis_live.store import Store
+
+    store = Store.open(cli.db, create=False)
+    assert store is not None
+    blocked = store.list_events(summary["run_id"], "order.blocked")
+    by_leg: dict[str, list[datetime]] = {}
+    for event in blocked:
+        leg = event["message"].split(" blocked:")[0]
+        by_leg.setdefault(leg, []).append(datetime.fromisoformat(event["sim_time"].replace("Z", "+00:00")))
+    # The spot buy and the three perp shorts stay blocked from the breach to the end of the run.
+    assert len(by_leg) == 4
+    for times in by_leg.values():
+        assert 4 <= len(times) <= 6
+        assert all((b - a).total_seconds() == 86_400 for a, b in zip(times, times[1:]))
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

@@ -140,6 +140,51 @@ def test_snapshot_retention_keeps_recent_rows_and_one_per_hour(tmp_path: Path, m
     assert latest is not None and latest["sim_time"] == "2025-01-01T09:59:00.000Z"
 
 
+def test_snapshot_batches_keep_the_first_row_of_each_hour_across_batches_and_a_reopen(tmp_path: Path) -> None:
+    from basis_live.store import RunFigures, SnapshotRow
+
+    path = tmp_path / "s.db"
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+    def rows(first: int, count: int) -> list[SnapshotRow]:  # one row every 20 minutes
+        return [SnapshotRow(start + timedelta(minutes=20 * i), "1000", "0", 0.0, [], {}, {"status": "ok"}, {})
+                for i in range(first, first + count)]
+
+    def figures(last: SnapshotRow) -> RunFigures:
+        return RunFigures("1000", "0", "1000", 0.0, 0.0, 0, last.sim_time, {"status": "ok"}, {}, "ACTIVE")
+
+    store = _open(path)
+    run_id = _run(store)
+    for first in (0, 5, 10):  # batches of five rows: an hour's rows fall into two batches
+        batch = rows(first, 5)
+        store.record_snapshots(run_id, batch, figures(batch[-1]))
+    store.close()
+    store = _open(path)  # a new connection remembers nothing: the table says which hours have a keeper
+    batch = rows(15, 4)  # 05:00 .. 06:00: 05:00's keeper was written before the reopen
+    store.record_snapshots(run_id, [SnapshotRow(start + timedelta(hours=4, minutes=50), "1000", "0", 0.0, [], {},
+                                                {"status": "ok"}, {}), *batch], figures(batch[-1]))
+    kept = store.db.execute("SELECT sim_time FROM snapshots WHERE keep = 1 ORDER BY id").fetchall()
+    assert [k[0][11:16] for k in kept] == ["00:00", "01:00", "02:00", "03:00", "04:00", "05:00", "06:00"]
+    assert store.count_snapshots(run_id) == 20
+    assert store.get_run(run_id).sim_time == "2025-01-01T06:00:00.000Z"  # type: ignore[union-attr]
+
+
+def test_json_columns_read_back_as_the_standard_library_would_write_them() -> None:
+    import json
+    from dataclasses import dataclass
+    from decimal import Decimal
+
+    @dataclass
+    class Point:
+        x: int
+
+    value = {"b": Decimal("1.50"), "a": [1, 2.5, 1e-7, None, True],
+             "when": datetime(2025, 1, 1, tzinfo=timezone.utc), "point": Point(1), "nested": {"z": Decimal("-0E-8")}}
+    written = store_module._dumps(value)
+    assert json.loads(written) == json.loads(json.dumps(value, default=str, sort_keys=True))
+    assert written.index('"a"') < written.index('"b"')  # sorted keys, as before
+
+
 def test_chain_journal_keeps_signed_transactions_and_intents_across_reopen(tmp_path: Path) -> None:
     from basis_live.store import StoreJournal
     from basis_live.venues.transactions import SignedTransaction
