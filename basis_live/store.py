@@ -894,6 +894,13 @@ class StoreJournal:
     def all_transactions(self) -> list[Any]:
         return self._rows()
 
+    def transaction_keys(self, prefix: str) -> list[str]:
+        # A key range (BINARY collation: byte order) rather than LIKE, which is case-insensitive,
+        # treats _ and % as wildcards and cannot use the key index.
+        return [row[0] for row in self.db.execute(
+            "SELECT key FROM chain_transactions WHERE key >= ? AND key < ? GROUP BY key ORDER BY MIN(id)",
+            (prefix, prefix + "\U0010ffff"))]
+
     def last_nonce(self, sender: str) -> int | None:
         row = self.db.execute("SELECT MAX(nonce) FROM chain_transactions WHERE lower(sender) = lower(?)",
                               (sender,)).fetchone()

@@ -439,6 +439,60 @@ def test_fees_above_the_cap_are_refused_before_anything_is_signed(
     asyncio.run(main())
 
 
+def test_later_checkpoints_read_no_settled_order_or_mined_transaction_again(
+    market: AaveMarket, anvil_node: AnvilNode, tmp_path: Path
+) -> None:
+    """The journal keeps every order's transactions for good; a checkpoint must not re-read them all
+    (it did: each checkpoint read every transaction once per intent, quadratic as the account aged)."""
+
+    class CountingJournal(InMemoryJournal):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads = 0
+
+        def transactions(self, key: str) -> list[Any]:
+            self.reads += 1
+            return super().transactions(key)
+
+        def all_transactions(self) -> list[Any]:
+            self.reads += len(self._transactions)
+            return super().all_transactions()
+
+    store = open_store(tmp_path)
+    journal = CountingJournal()
+
+    async def main() -> None:
+        async with chain_venues(anvil_node, market, journal) as chain:
+            mint(market, "USDT", chain.user, 4000)
+            manager = await order_manager(store, chain)
+            ledger: list[Any] = []
+            manager.on_ledger = ledger.append
+            for _ in range(3):
+                assert (await submit(manager, "USDT", "buy", D("1000"))).status == "filled"
+            assert await manager.collect_fills() == 3
+            assert len(ledger) == 6  # approve + supply, three times
+            status_calls = 0
+            real_status = chain.sender.status
+
+            async def counted_status(key: str) -> Any:
+                nonlocal status_calls
+                status_calls += 1
+                return await real_status(key)
+
+            chain.sender.status = counted_status  # type: ignore[method-assign]
+            journal.reads = 0
+            for _ in range(3):
+                assert await manager.collect_fills() == 0
+            assert (journal.reads, status_calls) == (0, 0)
+            # A new order is still seen, once, with its gas.
+            assert (await submit(manager, "USDT", "buy", D("1000"))).status == "filled"
+            assert await manager.collect_fills() == 1
+            assert len(ledger) == 8
+            assert [D(f["quantity"]) for f in store.list_fills(RUN_ID)] == [D(1000)] * 4
+
+    asyncio.run(main())
+
+
 def test_a_restart_between_broadcast_and_receipt_finds_the_receipt_and_sends_nothing_again(
     market: AaveMarket, anvil_node: AnvilNode, tmp_path: Path
 ) -> None:

@@ -227,6 +227,8 @@ class _ChainVenue(Venue):
         self._ledger: list[LedgerEntry] = []
         self._seen_tx: set[str] = set()  # hashes of mined transactions already in the ledger
         self._settled: dict[str, OrderState] = {}  # client id -> final state
+        self._observed: set[str] = set()  # intent keys with nothing left to observe (see _observe)
+        self._booked_keys: set[str] = set()  # transaction keys whose mined outcome's gas is booked
         self._lock = asyncio.Lock()  # one order flow at a time (approve then act on one allowance)
 
     # -- keys
@@ -264,19 +266,25 @@ class _ChainVenue(Venue):
                                         -_amount(outcome.gas_cost_wei, 18), when, label))
 
     async def _gas_for_keys(self, keys: Iterable[str]) -> None:
-        """Gas entries for every mined transaction under ``keys`` not seen yet."""
+        """Gas entries for every mined transaction under ``keys`` not seen yet. A key whose
+        transaction is mined is final (its nonce is used): it is not read again."""
         for key in keys:
+            if key in self._booked_keys:
+                continue
             records = self.journal.transactions(key)
-            if not records or any(r.tx_hash in self._seen_tx for r in records):
+            if not records:
+                continue
+            if any(r.tx_hash in self._seen_tx for r in records):
+                self._booked_keys.add(key)
                 continue
             status = await self._read(self.sender.status(key))
             if status.outcome is not None:
                 await self._gas_entry(status.outcome, records[0].label)
+                self._booked_keys.add(key)
 
     def _tx_keys(self, intent_key: str) -> list[str]:
         """The transaction keys of one intent, in signing order."""
-        prefix = intent_key + "/"
-        return list(dict.fromkeys(tx.key for tx in self.journal.all_transactions() if tx.key.startswith(prefix)))
+        return self.journal.transaction_keys(intent_key + "/")
 
     async def fetch_fills(self, since: int = 0) -> tuple[list[Fill], int]:
         await self._observe()
@@ -287,12 +295,29 @@ class _ChainVenue(Venue):
         return self._ledger[since:], len(self._ledger)
 
     async def _observe(self) -> None:
-        """Turn receipts of this venue's journaled transactions into fills and gas entries."""
+        """Turn receipts of this venue's journaled transactions into fills and gas entries. A settled
+        order whose every transaction has its gas booked is not looked at again, nor is a mined
+        transaction: the journal keeps every run's intents, and rescanning them all made each
+        checkpoint slower as the account aged (it was quadratic in its transactions)."""
         for intent_key in self.journal.intent_keys(self.name + "/"):
+            if intent_key in self._observed:
+                continue
             await self._observe_intent(intent_key)
+            if self._observed_fully(intent_key):
+                self._observed.add(intent_key)
 
     async def _observe_intent(self, intent_key: str) -> None:
         await self._gas_for_keys(self._tx_keys(intent_key))
+
+    def _observed_fully(self, intent_key: str) -> bool:
+        """The intent is one of this venue's orders, settled (no transaction can be added to it),
+        and every transaction signed for it has its gas booked."""
+        return self._order_settled(intent_key) and all(key in self._booked_keys for key in self._tx_keys(intent_key))
+
+    def _order_settled(self, intent_key: str) -> bool:
+        """Whether ``intent_key`` is an order of this venue with its final state recorded. Other
+        intents (a loop's steps, eMode, transfers) may still get transactions: never skipped."""
+        return False
 
 
 # ---------------------------------------------------------------------------------------- Aave V3
@@ -568,6 +593,10 @@ class AaveV3Venue(_ChainVenue):
         if intent.get("kind") in ("supply", "debt"):
             await self.fetch_order(intent_key[len(self.name) + 1:])
         await self._gas_for_keys(self._tx_keys(intent_key))
+
+    def _order_settled(self, intent_key: str) -> bool:
+        cid = intent_key[len(self.name) + 1:]
+        return cid in self._settled and (self.journal.intent(intent_key) or {}).get("kind") in ("supply", "debt")
 
 
 # ---------------------------------------------------------------------------------------- wallet

@@ -396,6 +396,10 @@ class _StepVenue(_ChainVenue):
             await self.fetch_order(intent_key[len(self.name) + 1:])
         await self._gas_for_keys(self._tx_keys(intent_key))
 
+    def _order_settled(self, intent_key: str) -> bool:
+        cid = intent_key[len(self.name) + 1:]
+        return cid in self._settled and (self.journal.intent(intent_key) or {}).get("kind") == self.intent_kind
+
     # -- helpers for the steps
     def _events(self, contract: Any, event: str, outcome: TxOutcome) -> list[Any]:
         return list(getattr(contract.events, event)().process_receipt(outcome.receipt, errors=DISCARD))
@@ -785,6 +789,7 @@ class OnchainLeverageVenue(Venue):
         self._fills: list[Fill] = []
         self._inner_cursor = 0
         self._settled: dict[str, OrderState] = {}
+        self._not_loops: set[str] = set()  # intent keys under this venue's name that are not loops
         self._running: set[str] = set()
         self._lock = asyncio.Lock()
 
@@ -817,9 +822,16 @@ class OnchainLeverageVenue(Venue):
         return self._fills[since:], len(self._fills)
 
     async def _observe(self) -> None:
+        """Settle loop orders that have ended; settled ones, their steps and intents that are not
+        loops are not read again (the journal keeps every run's intents)."""
         for key in self.journal.intent_keys(self.name + "/"):
-            if (self.journal.intent(key) or {}).get("kind") == "loop":
-                await self.fetch_order(key[len(self.name) + 1:])
+            cid = key[len(self.name) + 1:]
+            if "/" in cid or cid in self._settled or key in self._not_loops:
+                continue
+            if (self.journal.intent(key) or {}).get("kind") != "loop":
+                self._not_loops.add(key)
+                continue
+            await self.fetch_order(cid)
 
     def _is_loop(self, cid: str) -> bool:
         return (self.journal.intent(self._key(cid)) or {}).get("kind") == "loop"

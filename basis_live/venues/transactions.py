@@ -152,6 +152,9 @@ class TransactionJournal(Protocol):
 
     def all_transactions(self) -> list[SignedTransaction]: ...
 
+    def transaction_keys(self, prefix: str) -> list[str]:
+        """Distinct keys of the transactions whose key starts with ``prefix``, in signing order."""
+
     def last_nonce(self, sender: str) -> int | None: ...
 
     def put_intent(self, key: str, intent: dict[str, Any]) -> None:
@@ -179,6 +182,9 @@ class InMemoryJournal:
 
     def all_transactions(self) -> list[SignedTransaction]:
         return list(self._transactions)
+
+    def transaction_keys(self, prefix: str) -> list[str]:
+        return list(dict.fromkeys(tx.key for tx in self._transactions if tx.key.startswith(prefix)))
 
     def last_nonce(self, sender: str) -> int | None:
         nonces = [tx.nonce for tx in self._transactions if tx.sender.lower() == sender.lower()]
