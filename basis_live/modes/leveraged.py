@@ -76,11 +76,19 @@ class Leveraged(StrategyMode):
         return intents
 
     def reduce(self, view: PortfolioView, breach_types: list[str]) -> list[OrderIntent]:
-        """Delever so that the health factor returns to REDUCE_TO_HF_MULTIPLE x its floor."""
+        """Delever so that the health factor returns to REDUCE_TO_HF_MULTIPLE x its floor.
+
+        Where AAVE reports its own health factor (live), the collateral is what that figure says
+        (HF x debt / liquidation threshold): the breach came from it, on oracle prices that the
+        feed's LST rate may not show yet, and sizing on the feed would under-reduce. On paper the
+        book's own valuation is the health factor, so nothing changes there."""
         collateral, debt = self._book(view)
         floor = self.config.risk.health_factor_threshold.limit
         if debt <= 0 or floor is None:
             return []
+        aave = view.accounts.get("aave_v3")
+        if aave is not None and aave.health_factor is not None:
+            collateral = Decimal(aave.health_factor) * debt / self.liquidation_threshold
         safe_ltv = self.liquidation_threshold / (Decimal(repr(floor)) * REDUCE_TO_HF_MULTIPLE)
         # Delevering q lowers collateral and debt by q: (debt - q) / (collateral - q) = safe_ltv.
         q = (debt - safe_ltv * collateral) / (1 - safe_ltv)
