@@ -537,8 +537,14 @@ class LiveTradingService:
             stall_limit = max(limit, 3 * tick_wall)
             last_tick = parse_iso(row.last_tick_at) or parse_iso(row.started_at)
             if last_tick is not None and (now - last_tick).total_seconds() > stall_limit:
-                problems.append(f"{label} strategy loop stalled: last tick {(now - last_tick).total_seconds():.0f}s "
-                                f"ago (limit {stall_limit:g}s)")
+                # A live chain step can take many blocks inside one tick (a leverage loop signs a
+                # transaction per block for minutes): it is moving while it keeps signing.
+                signed = parse_iso(store.last_transaction_signed(row.run_id))  # type: ignore[union-attr]
+                if signed is None or (now - signed).total_seconds() > stall_limit:
+                    problems.append(f"{label} strategy loop stalled: last tick "
+                                    f"{(now - last_tick).total_seconds():.0f}s ago (limit {stall_limit:g}s)" +
+                                    (f", last chain transaction signed {(now - signed).total_seconds():.0f}s ago"
+                                     if signed is not None else ""))
             for command in store.unacknowledged_commands(row.run_id):  # type: ignore[union-attr]
                 waiting = (now - parse_iso(command.created_at)).total_seconds()  # type: ignore[operator]
                 if waiting > COMMAND_ACK_LIMIT:

@@ -640,6 +640,14 @@ class Store:
             (run_id, run_id, SNAPSHOT_RETENTION),
         )
 
+    def last_transaction_signed(self, run_id: str) -> str | None:
+        """When the newest on-chain transaction of one of this run's orders was signed (ISO time),
+        or None: a live chain step (a leverage loop) signs a transaction every block or so for
+        minutes, all inside one strategy tick. Keys hold client order ids ``bl<run_id><seq>``."""
+        row = self.db.execute("SELECT MAX(signed_at) FROM chain_transactions WHERE instr(key, ?) > 0",
+                              (f"/bl{run_id}",)).fetchone()
+        return row[0] if row else None
+
     def count_snapshots(self, run_id: str) -> int:
         return self.db.execute("SELECT COUNT(*) FROM snapshots WHERE run_id = ?", (run_id,)).fetchone()[0]
 

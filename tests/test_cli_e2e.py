@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import time
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -348,6 +350,25 @@ def test_health_reports_a_strategy_loop_that_stopped_ticking(cli: Cli) -> None:
     result = cli.run("health")
     assert result.returncode == 1
     assert f"run {run_id} (pure_lending) strategy loop stalled: last tick" in result.stdout
+
+    # A live chain step inside that tick (a leverage loop, one transaction per block for minutes)
+    # that keeps signing transactions for this run's order is progress, not a stall.
+    def signed(key: str, when: str) -> None:
+        db.execute("INSERT INTO chain_transactions (key, sender, nonce, tx_hash, raw, to_address, value, data, gas, "
+                   "max_fee_per_gas, max_priority_fee_per_gas, label, signed_at) "
+                   "VALUES (?, '0xabc', ?, ?, '0x', '0xdef', '0', '0x', 21000, '1', '1', 'loop step', ?)",
+                   (key, hash(key) % 1000, f"0x{abs(hash(key)):x}", when))
+        db.commit()
+
+    now = datetime.now(timezone.utc)
+    signed(f"aave_v3/blzz{run_id}000009/1.1-borrow/action", now.isoformat(timespec="milliseconds"))  # another run's
+    assert cli.run("health").returncode == 1
+    signed(f"aave_v3/bl{run_id}000001/1.1-borrow/action", (now - timedelta(hours=1)).isoformat(timespec="milliseconds"))
+    result = cli.run("health")
+    assert result.returncode == 1 and re.search(r"last chain transaction signed 36\d\ds ago", result.stdout)
+    signed(f"aave_v3/bl{run_id}000001/3.2-supply/action", now.isoformat(timespec="milliseconds"))
+    result = cli.run("health")
+    assert result.returncode == 0, result.stdout
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
