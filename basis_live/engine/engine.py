@@ -643,6 +643,11 @@ class EventDrivenStrategyEngine:
         except (VenueError, FeedError) as exc:
             failure = exc
             self.request_stop(f"backtest failed: {exc}", status="failed")
+        except BaseException:
+            # A bug or Ctrl-C: keep the ticks already run in the store before the error goes on.
+            with contextlib.suppress(Exception):
+                self.flush_snapshots()
+            raise
         return await self._finish(failure)
 
     async def _finish(self, failure: BaseException | None) -> RunOutcome:
