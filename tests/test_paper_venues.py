@@ -160,9 +160,29 @@ def test_aave_supply_accrues_with_the_liquidity_index_and_withdraws_everything()
     assert position.quantity - position.principal == pytest.approx(D(100), abs=D("1e-9"))
     run(chain.aave.place_order(OrderRequest("p2", "aave_v3", "USDT", "sell", position.quantity)))
     assert run(chain.aave.fetch_account()).positions == []
-    assert chain.balances["USDT"] == position.quantity
+    # All of it, in whole token units (USDT has 6 decimals).
+    assert chain.balances["USDT"] == position.quantity.quantize(D("0.000001"), rounding="ROUND_DOWN") == D(10_100)
     # Gas for two operations paid in ETH: 10 gwei x (250k + 200k).
     assert chain.balances["ETH"] == D(1) - D("10.0") * D(450_000) * D("1e-9")
+
+
+def test_withdrawing_a_whole_lst_supply_after_the_index_moved_leaves_no_sub_wei_dust_to_redeem() -> None:
+    # What an emergency unwind does: withdraw the supply (the request rounded down to the wei step, as
+    # the engine sends it, within a step of the whole balance), then redeem every weETH the wallet holds.
+    chain = PaperChain({"supply": 250_000, "withdraw": 200_000, "unstake": 100_000})
+    chain.fund("ETH", D(1))
+    chain.on_market(replace(snapshot(), lending_index={**snapshot().lending_index, "weETH": 1.03}))
+    chain.fund("weETH", D(10))
+    run(chain.aave.place_order(OrderRequest("s1", "aave_v3", "weETH", "buy", D(10))))
+    chain.on_market(replace(snapshot(), lending_index={**snapshot().lending_index, "weETH": 1.0312345}))
+    (position,) = run(chain.aave.fetch_account()).positions
+    assert position.quantity != position.quantity.quantize(D("1e-18"))  # scaled x index: sub-wei digits
+    step_rounded = position.quantity.quantize(D("1e-18"), rounding="ROUND_DOWN")
+    run(chain.aave.place_order(OrderRequest("w1", "aave_v3", "weETH", "sell", step_rounded)))
+    assert run(chain.aave.fetch_account()).positions == []
+    assert chain.balances["weETH"] == step_rounded
+    run(chain.etherfi.place_order(OrderRequest("r1", "etherfi", "weETH", "sell", chain.balances["weETH"])))
+    assert chain.balances["weETH"] == 0
 
 
 def test_aave_gas_is_paid_in_usdt_when_the_wallet_holds_no_eth() -> None:

@@ -10,6 +10,7 @@ reconcile settles them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,22 +82,17 @@ class OrderManager:
 
     async def _call(self, venue: str, coro):  # type: ignore[no-untyped-def]
         timeout = self.call_timeout
-        if timeout is None:  # a backtest's in-process venues: no wall-clock bound
-            try:
-                result = await coro
-            except (asyncio.TimeoutError, VenueError):
-                self.failures[venue] += 1
-                raise
-            self.failures[venue] = 0
-            return result
-        # A venue whose one order is many steps (an on-chain leverage loop: dozens of transactions,
-        # each bounded by its own receipt timeout) says how long a call may take.
-        longer = getattr(self.venues[venue], "call_timeout_seconds", None)
-        if longer is not None:
-            timeout = max(timeout, longer)
+        if timeout is not None:
+            # A venue whose one order is many steps (an on-chain leverage loop: dozens of
+            # transactions, each bounded by its own receipt timeout) says how long a call may take.
+            longer = getattr(self.venues[venue], "call_timeout_seconds", None)
+            if longer is not None:
+                timeout = max(timeout, longer)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation. None (a
+        # backtest's in-process venues) needs no timer at all.
+        bound = asyncio.timeout(timeout) if timeout is not None else contextlib.nullcontext()
         try:
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation.
-            async with asyncio.timeout(timeout):
+            async with bound:
                 result = await coro
         except (asyncio.TimeoutError, VenueError):
             self.failures[venue] += 1

@@ -840,8 +840,11 @@ class PaperAave(_PaperBase):
             return self._reject(request, "HEALTH_FACTOR_LOWER_THAN_LIQUIDATION_THRESHOLD: withdrawal would "
                                          f"leave health factor {capacity / debt:.4f} < 1")
         if whole:
-            # Like withdraw(type(uint256).max) on chain: take the whole balance, no dust.
-            amount, reserve.scaled_supply, reserve.supply_principal = available, ZERO, ZERO
+            # Like withdraw(type(uint256).max) on chain: take the whole balance, no dust left
+            # supplied, paid out in whole token units (wei): the scaled balance x index carries
+            # digits below them that no token transfer can move.
+            amount = available.quantize(instrument.quantity_step, rounding=ROUND_DOWN)
+            reserve.scaled_supply, reserve.supply_principal = ZERO, ZERO
         else:
             reserve.scaled_supply = (available - amount) / index
             reserve.supply_principal = max(ZERO, reserve.supply_principal - amount)
