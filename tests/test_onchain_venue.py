@@ -726,6 +726,35 @@ def test_wallet_reports_balances_takes_no_orders_and_transfers_only_to_the_allow
     asyncio.run(main())
 
 
+def test_a_chain_client_asks_the_node_for_its_chain_id_once_not_before_every_call(anvil_node: AnvilNode) -> None:
+    from collections import Counter
+
+    posted: Counter[str] = Counter()
+
+    async def main() -> None:
+        w3 = connect(anvil_node.rpc_url)
+        sessions = w3.provider._request_session_manager  # type: ignore[attr-defined]
+        post = sessions.async_make_post_request
+
+        async def counted(uri: str, data: bytes, **kwargs: Any) -> Any:
+            posted[json.loads(data)["method"]] += 1
+            return await post(uri, data, **kwargs)
+
+        sessions.async_make_post_request = counted
+        try:
+            for _ in range(5):
+                await w3.eth.call({"to": anvil_node.accounts[1], "data": "0x"})
+                await w3.eth.estimate_gas({"from": anvil_node.accounts[0], "to": anvil_node.accounts[1], "value": 1})
+            assert await w3.eth.chain_id == 31337
+        finally:
+            await w3.provider.disconnect()
+
+    asyncio.run(main())
+    # web3's validation middleware asks before each eth_call and estimate (20 requests here uncached).
+    assert (posted["eth_call"], posted["eth_estimateGas"]) == (5, 5)
+    assert posted["eth_chainId"] <= 2
+
+
 def test_json_journal_is_private_durable_and_reloads(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "journal.json"
     journal = JsonFileJournal(path)
