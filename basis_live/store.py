@@ -386,7 +386,8 @@ class RunFigures:
 #: orjson writes every JSON column: a backtest writes four per tick, and the standard library took a
 #: tenth of the engine's time doing it. Anything it does not know natively (Decimal) and anything the
 #: standard library's ``default=str`` used to render (datetimes, dataclasses) goes through ``str``,
-#: so the stored text stays what ``json.dumps(value, default=str, sort_keys=True)`` gave.
+#: so the text reads back as ``json.dumps(value, default=str, sort_keys=True)``'s did (only float
+#: spelling differs: 1e-7, not 1e-07).
 _ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
                    | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS)
 

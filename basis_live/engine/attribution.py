@@ -34,10 +34,6 @@ _LEDGER_SOURCES = {"funding": "funding", "fee": "fees", "reward": "seasonal_rewa
 ZERO = Decimal(0)
 
 
-def _d(value: float) -> Decimal:
-    return Decimal(repr(value))
-
-
 @dataclass(frozen=True)
 class _Holding:
     """One line of the book: quantity x unit value, the unit value a product of named factors."""
@@ -213,9 +209,9 @@ def _mark_for(fill: Fill, market: MarketSnapshot) -> tuple[Decimal, str] | None:
     """(the mark a fill traded against in its quote asset, that asset); None for fills that move
     value 1:1 (AAVE, staking). An inverse perp's: (its mark in USD, its settle coin)."""
     if inverse_contract_value(fill.symbol) is not None:
-        return _d(market.perp_mark[fill.venue][fill.symbol.split("/")[0]]), fill.symbol.split(":")[1]
+        return market.decimal("perp_mark", fill.symbol.split("/")[0], fill.venue), fill.symbol.split(":")[1]
     if fill.symbol.endswith(":USDT"):
-        return _d(market.perp_mark[fill.venue][fill.symbol.split("/")[0]]), "USDT"
+        return market.decimal("perp_mark", fill.symbol.split("/")[0], fill.venue), "USDT"
     if "/" in fill.symbol:
         base, quote = fill.symbol.split("/")[:2]
         if quote == "USDT":

@@ -448,8 +448,8 @@ class EventDrivenStrategyEngine:
             elif not self.orders.degraded_venues() or self.state == REDUCING:
                 intents = self.mode.decide(view)
                 if intents and await self.execute(intents):
-                    # Only an order sent can change holdings: intents all skipped below venue
-                    # minimums left the view as it is.
+                    # Only an order sent can change holdings: intents all skipped (below venue
+                    # minimums) or blocked (by the trading state) left the view as it is.
                     view = await self.checkpoint()
         self.evaluate_risk(view)
         self.record_snapshot()

@@ -31,10 +31,6 @@ from basis_live.venues.base import ZERO, Position, VenueAccount, inverse_contrac
 PRICE_ALIASES = {"WETH": "ETH", "stETH": "ETH", "eETH": "ETH", "USD": "USDT"}
 
 
-def _d(value: float) -> Decimal:
-    return Decimal(repr(value))
-
-
 ONE = Decimal(1)
 
 
