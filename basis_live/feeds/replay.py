@@ -110,7 +110,6 @@ known, the time range.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -132,6 +131,7 @@ from basis_live.feeds.base import (
     MarketSnapshot,
     utc,
 )
+from basis_live.feeds.csvfile import read_commented_csv
 from basis_live.feeds.rewards import RewardCalendar, RewardTableSpec, load_reward_table, reward_table_spec
 
 log = logging.getLogger(__name__)
@@ -582,19 +582,8 @@ class _Table:
 
     @classmethod
     def read(cls, spec: SeriesSpec) -> _Table:
-        try:
-            with spec.file.open(newline="", encoding="utf-8-sig") as handle:
-                numbered = [(n, line) for n, line in enumerate(handle, start=1)
-                            if line.strip() and not line.startswith("#")]
-        except FileNotFoundError:
-            raise FeedError(f"series {spec.name}: file not found: {spec.file}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise FeedError(f"series {spec.name}: cannot read {spec.file}: {exc}") from None
-        if not numbered:
-            raise FeedError(f"series {spec.name}: {spec.file} has no header and no data")
-        parsed = list(csv.reader(line for _, line in numbered))
-        header = [column.strip() for column in parsed[0]]
-        return cls(spec.file, header, parsed[1:], [n for n, _ in numbered[1:]])
+        header, rows, line_numbers = read_commented_csv(spec.file, f"series {spec.name}")
+        return cls(spec.file, header, rows, line_numbers)
 
     def column(self, spec: SeriesSpec, column: str) -> int:
         try:

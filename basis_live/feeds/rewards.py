@@ -16,7 +16,6 @@ engine records as a run event.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from bisect import bisect_right
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from basis_live.feeds.base import FeedError, RewardDrop
+from basis_live.feeds.csvfile import read_commented_csv
 
 APY_POLICIES: tuple[str, ...] = ("convert", "skip")
 _DAYS_PER_YEAR = 365.0
@@ -154,18 +154,7 @@ def load_reward_table(spec: RewardTableSpec, parse_time: Callable[[str], float],
     conversion of APY-only rows needs it.
     """
     where = f"seasonal_rewards ({spec.file})"
-    try:
-        with spec.file.open(newline="", encoding="utf-8-sig") as handle:
-            numbered = [(n, line) for n, line in enumerate(handle, start=1)
-                        if line.strip() and not line.startswith("#")]
-    except FileNotFoundError:
-        raise FeedError(f"seasonal_rewards: file not found: {spec.file}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FeedError(f"seasonal_rewards: cannot read {spec.file}: {exc}") from None
-    if not numbered:
-        raise FeedError(f"{where}: no header and no data")
-    parsed = list(csv.reader(line for _, line in numbered))
-    header = [column.strip() for column in parsed[0]]
+    header, rows, line_numbers = read_commented_csv(spec.file, "seasonal_rewards")
 
     def index(column: str) -> int:
         try:
@@ -181,7 +170,7 @@ def load_reward_table(spec: RewardTableSpec, parse_time: Callable[[str], float],
 
     drops: list[RewardDrop] = []
     apy_rows: list[tuple[float, float, float, int]] = []  # (t, apy, days, line)
-    for cells, (line, _) in zip(parsed[1:], numbered[1:]):
+    for cells, line in zip(rows, line_numbers):
         row = _Row(where, line, cells)
         cell, number = row.cell, row.number
         try:
