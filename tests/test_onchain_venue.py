@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from decimal import ROUND_DOWN, Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from web3 import Web3
@@ -51,7 +51,7 @@ from basis_live.venues.transactions import (
     connect,
 )
 from chain.aave_market import EMODE_ETH, EMODE_ETH_ID, VARIABLE_RATE, AaveMarket, send
-from chain.anvil import AnvilNode, advance_time, rpc
+from chain.anvil import AnvilNode, advance_time, in_pool, rpc, until
 
 D = Decimal
 GWEI = 10**9
@@ -131,22 +131,6 @@ async def submit(manager: OrderManager, symbol: str, side: str, quantity: Decima
 def order_row(store: Store, cid: str) -> dict[str, Any]:
     (row,) = [r for r in store.list_orders(RUN_ID) if r["client_order_id"] == cid]
     return row
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (value := predicate()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-    return value
-
-
-def in_pool(w3: Web3, tx_hash: str) -> bool:
-    try:
-        return w3.eth.get_transaction(tx_hash) is not None
-    except TransactionNotFound:
-        return False
 
 
 def mint(market: AaveMarket, symbol: str, to: str, amount: Decimal | int) -> int:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from fractions import Fraction
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from chain.aave_market import EMODE_ETH, EMODE_ETH_ID, MAX_UINT256, AaveMarket
-from chain.anvil import HARDFORK, AnvilNode, rpc
+from chain.anvil import HARDFORK, AnvilNode, in_pool, rpc, until
 from chain.fixtures import lsts_fixture  # noqa: F401  (the `lsts` fixture)
 from chain.lst_market import (
     BUILD_DIR,
@@ -32,7 +32,6 @@ from chain.lst_market import (
     LstMarket,
 )
 from chain.tools import SOLC_VERSION, ensure_solc
-from web3.exceptions import TransactionNotFound
 
 from basis_live.venues.base import OrderRejected, OrderRequest
 from basis_live.venues.onchain import AaveV3Config, AaveV3Venue, aave_revert_reason
@@ -127,22 +126,6 @@ async def venues(node: AnvilNode, market: AaveMarket, lsts: LstMarket,
                      SwapVenue(w3, sender, SwapConfig(router=router, usdt=tokens["USDT"])), aave, leverage)
     finally:
         await w3.provider.disconnect()
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (value := predicate()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-    return value
-
-
-def in_pool(market: AaveMarket, tx_hash: str) -> bool:
-    try:
-        return market.w3.eth.get_transaction(tx_hash) is not None
-    except TransactionNotFound:
-        return False
 
 
 def gas_paid(market: AaveMarket, tx_hashes: list[str]) -> int:
@@ -339,7 +322,7 @@ def test_a_swap_whose_min_out_is_not_met_reverts_and_is_rejected_with_only_gas_s
             key = "uniswap/slip-1/1-swap"
             await until(lambda: v.sender.journal.transactions(key))
             (ours,) = v.sender.journal.transactions(key)
-            await until(lambda: in_pool(market, ours.tx_hash))
+            await until(lambda: in_pool(market.w3, ours.tx_hash))
             lsts.swap.functions.setEthPrice(ETH_PRICE_USDT * 98 // 100, SWAP_FEE_BPS).transact(
                 {"from": lsts.admin, "maxPriorityFeePerGas": 50 * 10**9, "maxFeePerGas": 100 * 10**9})
             rpc(w3, "evm_mine")
@@ -377,7 +360,7 @@ def test_a_restart_between_signing_and_receipt_never_stakes_twice(
             task = asyncio.create_task(v.lido.place_order(OrderRequest("crash-1", "lido", "wstETH", "buy", quantity)))
             await until(lambda: v.sender.journal.transactions("lido/crash-1/1-submit"))
             (submit,) = v.sender.journal.transactions("lido/crash-1/1-submit")
-            await until(lambda: in_pool(market, submit.tx_hash))
+            await until(lambda: in_pool(market.w3, submit.tx_hash))
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -574,7 +557,7 @@ def test_a_loop_interrupted_by_a_restart_is_found_open_and_a_cancel_finishes_its
             key = "aave_v3/crash-loop/1.1-borrow/action"
             await until(lambda: v.sender.journal.transactions(key))
             (borrow,) = v.sender.journal.transactions(key)
-            await until(lambda: in_pool(market, borrow.tx_hash))
+            await until(lambda: in_pool(market.w3, borrow.tx_hash))
             state = await v.leverage.fetch_order("crash-loop")
             assert state is not None and state.status == "open"  # the borrow is pending
             task.cancel()

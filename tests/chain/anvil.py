@@ -11,6 +11,7 @@ process that started it dies (``PR_SET_PDEATHSIG``), so a killed pytest leaves n
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import ctypes
 import json
@@ -23,10 +24,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import requests
 from web3 import HTTPProvider, Web3
+from web3.exceptions import TransactionNotFound
 from web3.types import RPCEndpoint
 
 CHAIN_ID = 31337
@@ -152,6 +154,24 @@ def rpc(w3: Web3, method: str, *params: Any) -> Any:
     if "error" in response:
         raise AnvilError(f"{method}{params}: {response['error']}")
     return response["result"]
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Await until ``predicate()`` is truthy (polling every 10 ms); return its value or fail."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (value := predicate()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+    return value
+
+
+def in_pool(w3: Web3, tx_hash: str) -> bool:
+    """Whether the node knows the transaction (pending in its pool or mined)."""
+    try:
+        return w3.eth.get_transaction(tx_hash) is not None
+    except TransactionNotFound:
+        return False
 
 
 def snapshot(w3: Web3) -> str:
