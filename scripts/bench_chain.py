@@ -86,6 +86,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from benchlib import BenchFailure, Progress, percentile, time_store_calls  # noqa: E402  (this folder is on sys.path: run as a script)
+
 D = Decimal
 WAD = 10**18
 STRATEGY = "eth_leveraged"
@@ -109,18 +111,8 @@ ACTION_OVERRIDES = ["venues.lido.enabled=true", "venues.uniswap.enabled=true"]
 IN_WATCHDOG: contextvars.ContextVar[bool] = contextvars.ContextVar("in_watchdog", default=False)
 
 
-class BenchFailure(Exception):
-    """One repeat went wrong (the message says how); the loop records it and goes on."""
-
-
 # --------------------------------------------------------------------------------------------------
 # statistics and output helpers
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def summarize(values: list[float], digits: int = 3) -> dict[str, Any]:
@@ -130,16 +122,6 @@ def summarize(values: list[float], digits: int = 3) -> dict[str, Any]:
     return {"n": len(values), "p50": round(statistics.median(values), digits),
             "p95": round(percentile(values, 95), digits), "max": round(max(values), digits),
             "min": round(min(values), digits)}
-
-
-class Progress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __call__(self, message: str) -> None:
-        if self.enabled:
-            sys.stderr.write(f"[bench_chain] {message}\n")
-            sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -213,7 +195,7 @@ def _timed_sync(spans: list, label: str | None, fn: Callable[..., Any]) -> Calla
     return wrapper
 
 
-JOURNAL_METHODS = ("record_signed", "transactions", "all_transactions", "last_nonce", "put_intent", "intent",
+JOURNAL_METHODS = ("record_signed", "transactions", "all_transactions", "transaction_keys", "last_nonce", "put_intent", "intent",
                    "intent_keys")
 
 
@@ -227,25 +209,7 @@ def instrument_sender(sender: Any, recorder: Recorder) -> None:
 
 def instrument_store(store: Any, recorder: Recorder) -> None:
     """Every public Store call (outermost only) as SQLite time."""
-    depth = [0]
-    for name in dir(type(store)):
-        attr = getattr(type(store), name)
-        if name.startswith("_") or not callable(attr) or isinstance(attr, (classmethod, staticmethod)) \
-                or name in ("open", "close"):
-            continue
-        original = getattr(store, name)
-
-        def outermost(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
-            depth[0] += 1
-            started = time.perf_counter()
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-                if depth[0] == 0:
-                    recorder.sqlite.append((f"store.{_name}", started, time.perf_counter()))
-
-        setattr(store, name, outermost)
+    time_store_calls(store, recorder.sqlite, "store.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1169,7 +1133,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    progress = Progress(not args.json)
+    progress = Progress(not args.json, "bench_chain")
     logging.getLogger("basis_live").setLevel(logging.WARNING)
     started = time.monotonic()
     recorder = Recorder()

@@ -74,6 +74,8 @@ from urllib.parse import urlsplit
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from benchlib import BenchFailure, Budget, Progress, percentile, time_store_calls  # noqa: E402  (this folder is on sys.path: run as a script)
+
 VENUES = ("binance", "bybit", "okx")
 CAPITAL = Decimal(100_000)
 STRATEGY = "btc_basis"
@@ -108,18 +110,8 @@ VENUE_METHODS = ("fetch_account", "fetch_fills", "fetch_ledger", "place_order", 
                  "cancel_order", "cancel_all_orders", "instruments")
 
 
-class BenchFailure(Exception):
-    """One repeat went wrong (the message says how); the loop records it and goes on."""
-
-
 # --------------------------------------------------------------------------------------------------
 # statistics
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (with fewer than 100 samples p99 is the maximum)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def summarize(values: list[float], digits: int = 3) -> dict[str, Any]:
@@ -139,31 +131,6 @@ def union_ms(intervals: list[tuple[float, float]], lo: float, hi: float) -> floa
             total += stop - start
             end = stop
     return total * 1000
-
-
-class Progress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __call__(self, message: str) -> None:
-        if self.enabled:
-            sys.stderr.write(f"[bench_live] {message}\n")
-            sys.stderr.flush()
-
-
-class Budget:
-    def __init__(self, count: int, seconds: float) -> None:
-        self.count = count
-        self.deadline = time.monotonic() + seconds
-        self.exhausted = False
-
-    def more(self, done: int) -> bool:
-        if done >= self.count:
-            return False
-        if time.monotonic() >= self.deadline:
-            self.exhausted = True
-            return False
-        return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,26 +258,7 @@ def instrument_engine(engine: Any, recorder: Recorder) -> None:
     for venue_name, venue in engine.venues.items():
         for method in VENUE_METHODS:
             setattr(venue, method, _timed(recorder.calls, f"venue {venue_name}.{method}", getattr(venue, method)))
-    store = engine.store
-    depth = [0]
-    for name in dir(type(store)):
-        attr = getattr(type(store), name)
-        if name.startswith("_") or not callable(attr) or isinstance(attr, (classmethod, staticmethod)) \
-                or name in ("open", "close"):
-            continue
-        original = getattr(store, name)
-
-        def outermost(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
-            depth[0] += 1
-            started = time.perf_counter()
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-                if depth[0] == 0:
-                    recorder.store.append((_name, started, time.perf_counter()))
-
-        setattr(store, name, outermost)
+    time_store_calls(engine.store, recorder.store)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -977,7 +925,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    progress = Progress(not args.json)
+    progress = Progress(not args.json, "bench_live")
     import logging
 
     logging.getLogger("basis_live").setLevel(logging.WARNING)

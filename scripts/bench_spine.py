@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import platform
 import random
@@ -44,6 +43,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
+
+from benchlib import BenchFailure, Budget, Progress, percentile
 
 #: Fresh processes of each command timed for measurement 1 (after one discarded warm-up run).
 DEFAULT_STATUS_RUNS = 30
@@ -86,19 +87,8 @@ BREACH_RUN_TIMEOUT = 30.0
 GOALS = {"status_ratio_max": 1.5, "stop_ack_p99_ms": 250.0, "breach_halt_p99_ms": 50.0}
 
 
-class BenchFailure(Exception):
-    """One repeat of a measurement went wrong (the message says how); the loop records it and goes on."""
-
-
 # --------------------------------------------------------------------------------------------------
 # statistics and small helpers
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile: the smallest sample with at least q% of the samples at or below it
-    (so with 25 samples p99 is the maximum)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def summarize(values: list[float]) -> dict[str, Any]:
@@ -120,36 +110,6 @@ def log_tail(path: Path, lines: int = 6) -> str:
         return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-class Progress:
-    """One-line progress notes on stderr (silent with --json)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __call__(self, message: str) -> None:
-        if self.enabled:
-            sys.stderr.write(f"[bench] {message}\n")
-            sys.stderr.flush()
-
-
-class Budget:
-    """Bounds a repeat loop: ``more(done)`` is False once ``count`` repeats are done or the wall-time
-    budget is spent."""
-
-    def __init__(self, count: int, seconds: float = MEASUREMENT_BUDGET_SECONDS) -> None:
-        self.count = count
-        self.deadline = time.monotonic() + seconds
-        self.exhausted = False
-
-    def more(self, done: int) -> bool:
-        if done >= self.count:
-            return False
-        if time.monotonic() >= self.deadline:
-            self.exhausted = True
-            return False
-        return True
 
 
 @contextlib.contextmanager
@@ -351,7 +311,7 @@ def measure_status_cold(cli: Cli, engines: EngineProcesses, runs: int, progress:
         for argv in commands.values():
             time_fresh_process(argv, env)
         progress(f"status: timing {runs} rounds of {', '.join(commands)}")
-        budget = Budget(runs)
+        budget = Budget(runs, MEASUREMENT_BUDGET_SECONDS)
         rounds = 0
         while budget.more(rounds):
             rounds += 1
@@ -410,7 +370,7 @@ def measure_stop_ack(cli: Cli, engines: EngineProcesses, runs: int, progress: Pr
     exit_codes: list[int] = []
     with isolated_state("stop") as (root, env):
         db_path = Path(env["BASIS_LIVE_DB"])
-        budget = Budget(runs)
+        budget = Budget(runs, MEASUREMENT_BUDGET_SECONDS)
         cycles = 0
         while budget.more(cycles):
             cycles += 1
@@ -582,7 +542,7 @@ def measure_breach_halt(runs: int, progress: Progress) -> dict[str, Any]:
     rng = random.Random(20250101)
     samples: list[BreachSample] = []
     failures: list[str] = []
-    budget = Budget(runs)
+    budget = Budget(runs, MEASUREMENT_BUDGET_SECONDS)
     attempts = 0
     while budget.more(attempts):
         attempts += 1
@@ -711,7 +671,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run_benchmark(args: argparse.Namespace, engines: EngineProcesses) -> dict[str, Any]:
     cli = Cli(args.cli)
-    progress = Progress(not args.json)
+    progress = Progress(not args.json, "bench")
     started = time.monotonic()
     results: dict[str, Any] = {"machine": machine_facts(cli), "goals": GOALS,
                                "repeats": {"status": args.status_runs, "stop": args.stop_runs, "breach": args.breach_runs}}
