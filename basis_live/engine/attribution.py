@@ -20,7 +20,6 @@ P&L moves beyond the sum of all sources is the ``gap``; it is stored and shown, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 
 from basis_live.engine.portfolio import PRICE_ALIASES, price_usdt
@@ -34,16 +33,21 @@ _LEDGER_SOURCES = {"funding": "funding", "fee": "fees", "reward": "seasonal_rewa
 ZERO = Decimal(0)
 
 
-@dataclass(frozen=True)
 class _Holding:
-    """One line of the book: quantity x unit value, the unit value a product of named factors."""
+    """One line of the book: quantity x unit value, the unit value a product of named factors.
+    Never changed once made (a plain slotted class, not a frozen dataclass: a tick builds the whole
+    book anew and a frozen dataclass costs several times as much to make)."""
 
-    kind: str  # balance | supply | debt | perp
-    venue: str
-    asset: str
-    quantity: Decimal  # balances and perps: units; supply/debt: scaled (divided by the index)
-    entry_price: Decimal = ZERO  # perps only
-    contract: Decimal | None = None  # inverse perps: USD per contract (quantity in contracts)
+    __slots__ = ("kind", "venue", "asset", "quantity", "entry_price", "contract")
+
+    def __init__(self, kind: str, venue: str, asset: str, quantity: Decimal, entry_price: Decimal = ZERO,
+                 contract: Decimal | None = None) -> None:
+        self.kind = kind  # balance | supply | debt | perp
+        self.venue = venue
+        self.asset = asset
+        self.quantity = quantity  # balances and perps: units; supply/debt: scaled (divided by the index)
+        self.entry_price = entry_price  # perps only
+        self.contract = contract  # inverse perps: USD per contract (quantity in contracts)
 
 
 def _factors(h: _Holding, market: MarketSnapshot) -> tuple[tuple[str, Decimal], ...]:

@@ -122,7 +122,8 @@ class MarketFeed(abc.ABC):
 
     @abc.abstractmethod
     async def snapshot_at(self, ts: datetime) -> MarketSnapshot:
-        """The market at ``ts`` (UTC, start <= ts <= end); interpolated between data points."""
+        """The market at ``ts`` (UTC, start <= ts <= end); interpolated between data points. A new
+        snapshot object every call: the engine stamps it with the time it received it."""
 
     def rewards_between(self, start: datetime, end: datetime) -> list[RewardDrop]:
         """The reward drops paid in (start, end]."""
