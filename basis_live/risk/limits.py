@@ -105,18 +105,13 @@ def evaluate(limits: "RiskLimits", inputs: RiskInputs, evaluated_at: str) -> Ris
         if limit_cfg.limit is None or current is None:
             continue
         limit = float(limit_cfg.limit)
-        pct = breach_pct(direction, limit, current)
-        entry = Breach(name, limit, round(current, 10), pct, limit_cfg.policy, detail)
         if direction == "higher_is_worse":
-            if current > limit:
-                breaches.append(entry)
-            elif current >= limit * band:
-                warnings.append(entry)
+            into = breaches if current > limit else (warnings if current >= limit * band else None)
         else:
-            if current < limit:
-                breaches.append(entry)
-            elif current <= limit * band:
-                warnings.append(entry)
+            into = breaches if current < limit else (warnings if current <= limit * band else None)
+        if into is not None:  # most checks pass: the entry is made only when one is listed
+            into.append(Breach(name, limit, round(current, 10), breach_pct(direction, limit, current),
+                               limit_cfg.policy, detail))
     status: Literal["ok", "warning", "breach"] = "breach" if breaches else ("warning" if warnings else "ok")
     return RiskReport(
         status=status,
