@@ -398,3 +398,50 @@ def test_an_emergency_unwind_also_sells_the_reward_tokens_for_eth(tmp_path: Path
     # The sale rides in the unwind's first batch, with the repayment.
     assert [(o["instrument"], o["purpose"]) for o in orders][:2] == [("ETHFI/ETH", "sell_dust"), ("weETH-loop", "exit_full")]
     assert all(o["status"] == "filled" for o in orders)
+
+
+@pytest.mark.parametrize("step_hours", [24, 7])
+def test_a_backtest_step_crossing_funding_settlements_pays_each_one_at_its_own_mark(tmp_path: Path,
+                                                                                   step_hours: int) -> None:
+    """A daily step crosses three settlements and a 7-hour one (off the 8-hour grid) lands between
+    them: every settlement is paid, at the mark at that moment, with the rate quoted before it."""
+    from basis_live.config import ConfigManager, build_run_config
+    from basis_live.engine.assembly import assemble_paper_run
+    from basis_live.feeds.sample import SampleFeed
+    from basis_live.store import Store
+
+    feed = SampleFeed(days=5)
+    start, end = feed.start, feed.start + timedelta(days=3)
+
+    async def backtest():  # type: ignore[no-untyped-def]
+        config = build_run_config(ConfigManager().load("btc_basis", None, None), Decimal(100000),
+                                  {"kind": "sample", "speed": 1.0, "scenario": None}, env={})
+        store = Store.open(tmp_path / "bt.db")
+        assert store is not None
+        assembled = await assemble_paper_run("t0000009", config, feed, store, {"test": True}, backtest_start=start)
+        await assembled.engine.start()
+        outcome = await assembled.engine.run_backtest(assembled.watchdog, end, step_hours * 3600.0)
+        books = {}
+        for name in ("binance", "bybit", "okx"):
+            venue = assembled.venues[name]
+            books[name] = ((await venue.fetch_fills(0))[0], (await venue.fetch_ledger(0))[0])
+        return outcome, books
+
+    outcome, books = run(backtest())
+    assert outcome.status == "completed"
+    settlements = [start + timedelta(hours=8 * i) for i in range(1, 10)]  # up to and including `end`
+    if step_hours == 7:  # the last tick is at 63 h: the settlement at 72 h is after the run
+        settlements = settlements[:-1]
+    paid_total = Decimal(0)
+    for name, (fills, ledger) in books.items():
+        funding = [e for e in ledger if e.kind == "funding"]
+        assert [e.timestamp for e in funding] == settlements, name
+        for entry in funding:
+            # The short held just before the settlement (fills at the settlement's own tick come after it).
+            held = sum((f.quantity if f.side == "buy" else -f.quantity for f in fills
+                        if f.symbol == "BTC/USDT:USDT" and f.timestamp < entry.timestamp), Decimal(0))
+            mark = Decimal(repr(run(feed.snapshot_at(entry.timestamp)).perp_mark[name]["BTC"]))
+            rate = Decimal(repr(run(feed.snapshot_at(entry.timestamp - timedelta(seconds=1))).funding_rate[name]["BTC"]))
+            assert held < 0 and entry.amount == -held * mark * rate, (name, entry.timestamp)
+            paid_total += entry.amount
+    assert Decimal(outcome.summary["funding_received"]) == paid_total.quantize(Decimal("0.00000001"))

@@ -28,7 +28,7 @@ from basis_live.engine.attribution import PnLAttribution
 from basis_live.engine.clock import SimClock, SteppedClock
 from basis_live.engine.orders import OrderManager
 from basis_live.engine.portfolio import PortfolioView, price_usdt, value_portfolio
-from basis_live.feeds.base import FeedError, MarketFeed, MarketSnapshot
+from basis_live.feeds.base import FeedError, MarketFeed, MarketSnapshot, next_funding_settlement
 from basis_live.modes.base import OrderIntent, StrategyMode
 from basis_live.risk.limits import RiskInputs, RiskReport, evaluate
 from basis_live.store import RunFigures, SnapshotRow, Store, iso, utc_now
@@ -414,6 +414,18 @@ class EventDrivenStrategyEngine:
             await asyncio.sleep(getattr(self.feed, "poll_seconds", MARKET_REFRESH_SECONDS))
 
     async def publish(self, snapshot: MarketSnapshot) -> None:
+        previous = self.market
+        if self.simulated and previous is not None:
+            # A paper exchange pays funding when the market it sees crosses a settlement, one per
+            # snapshot. A step that crosses several (a daily or one-candle backtest step, a very
+            # fast paper run) would pay only the first: show it the market at each one in between.
+            moment = next_funding_settlement(previous.timestamp)
+            while moment < snapshot.timestamp:
+                self._publish(await self.feed.snapshot_at(moment))
+                moment = next_funding_settlement(moment)
+        self._publish(snapshot)
+
+    def _publish(self, snapshot: MarketSnapshot) -> None:
         # Feeds hand out a new snapshot per call (MarketFeed.snapshot_at), so stamping it in place
         # is safe and spares a copy of every field each tick.
         object.__setattr__(snapshot, "received_monotonic", time.monotonic())
