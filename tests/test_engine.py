@@ -445,3 +445,30 @@ def test_a_backtest_step_crossing_funding_settlements_pays_each_one_at_its_own_m
             assert held < 0 and entry.amount == -held * mark * rate, (name, entry.timestamp)
             paid_total += entry.amount
     assert Decimal(outcome.summary["funding_received"]) == paid_total.quantize(Decimal("0.00000001"))
+
+
+def test_return_and_apy_are_time_weighted_so_a_withdrawal_is_not_performance(tmp_path: Path) -> None:
+    async def scenario():  # type: ignore[no-untyped-def]
+        harness = await build(tmp_path, "pure_lending", "100000", days=30)
+        engine, feed = harness.engine, harness.feed
+        await engine.tick()  # supplies
+        await engine.publish(await feed.snapshot_at(feed.start + timedelta(days=10)))
+        await engine.tick()
+        await engine.move_capital("withdraw", engine.view.equity * Decimal("0.9"))
+        await engine.publish(await feed.snapshot_at(feed.start + timedelta(days=20)))
+        await engine.tick()
+        return harness
+
+    harness = run(scenario())
+    engine = harness.engine
+    summary = engine.summary()
+    assert engine.net_flows < Decimal(-89000)
+    # All but the gas reserve earned the USDT supply index throughout, whatever the capital was.
+    start_index = run(harness.feed.snapshot_at(harness.feed.start)).lending_index["USDT"]
+    end_index = engine.market.lending_index["USDT"]
+    lending_growth = end_index / start_index - 1
+    assert summary["return_pct"] / 100 == pytest.approx(lending_growth, rel=0.1)
+    assert summary["apy_pct"] / 100 == pytest.approx((1 + summary["return_pct"] / 100) ** (365 / 20) - 1, rel=1e-3)
+    # Money P&L is still what the books gained: equity less capital less the flows.
+    assert Decimal(summary["total_pnl"]) == (engine.view.equity - Decimal(100000) - engine.net_flows).quantize(
+        Decimal("0.00000001"))

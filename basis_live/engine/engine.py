@@ -110,6 +110,10 @@ class EventDrivenStrategyEngine:
         self.orders.on_ledger = self.attribution.record_ledger
         self.initial_capital = config.initial_capital
         self.net_flows = Decimal(0)  # deposits - withdrawals, share-class units: not P&L
+        # Time-weighted return: the growth of every period between flows, chained, and the equity
+        # the current period started from (after the last flow).
+        self._linked_growth = Decimal(1)
+        self._period_base = config.initial_capital
         self.peak_equity = config.initial_capital
         self.max_drawdown = 0.0
         self.day_start_equity = config.initial_capital
@@ -252,7 +256,10 @@ class EventDrivenStrategyEngine:
         pnl = equity - invested
         sim_now = self.sim_now()
         elapsed_days = (sim_now - self.sim_start).total_seconds() / 86400 if self.sim_start else 0.0
-        ret = float(pnl / invested) if invested > 0 else 0.0
+        # Time-weighted, so a deposit or withdrawal does not count as performance: the periods between
+        # flows are chained (without flows this is pnl / capital).
+        base = self._period_base
+        ret = float((self._linked_growth * equity - base) / base) if base > 0 else 0.0
         # Annualising a few hours of P&L produces absurd APYs (the old system's 1166%): only from
         # one simulated day on.
         apy = ((1 + ret) ** (365 / elapsed_days) - 1) if elapsed_days >= 1 and ret > -1 else None
@@ -506,6 +513,9 @@ class EventDrivenStrategyEngine:
             # freeing trades can leave a little less).
             plan = {v: {a: min(q, view.balance(v, a)) for a, q in assets.items()} for v, assets in plan.items()}
         moved = sum((q for assets in plan.values() for q in assets.values()), Decimal(0))
+        # The period before the flow ends here (a withdrawal's freeing trades belong to it).
+        if self._period_base > 0:
+            self._linked_growth *= view.equity / self._period_base
         move_paper_funds(self.venues, plan, sign=1 if kind == "deposit" else -1)
         signed = moved if kind == "deposit" else -moved
         self.net_flows += signed
@@ -513,6 +523,7 @@ class EventDrivenStrategyEngine:
         self.day_start_equity += signed
         self.store.set_net_flows(self.run_id, str(self.net_flows))
         view = await self.refresh_view()
+        self._period_base = view.equity
         self.attribution.rebase(view.accounts, view.market)
         message = f"{kind} of {_q(moved)} {self.strategy.share_class} done; equity {_q(view.equity)}"
         self.event(f"flow.{kind}", message, data={"amount": str(moved)})
