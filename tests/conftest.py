@@ -65,6 +65,13 @@ class Cli:
         self.engines.append(proc)
         return proc
 
+    def start_command(self, *args: str) -> subprocess.Popen[str]:
+        """Any long-running command (e.g. a backtest) in the background; stdout and stderr apart."""
+        proc = subprocess.Popen([BASIS_LIVE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "BASIS_LIVE_DB": str(self.db)})
+        self.engines.append(proc)
+        return proc
+
     def status(self) -> list[dict[str, Any]]:
         result = self.run("status", "--json")
         assert result.returncode == 0, result.stderr
@@ -87,8 +94,9 @@ class Cli:
                 proc.send_signal(signal.SIGCONT)
                 proc.kill()
             proc.wait(timeout=10)
-            if proc.stdout:
-                proc.stdout.close()
+            for stream in (proc.stdout, proc.stderr):
+                if stream:
+                    stream.close()
 
 
 @pytest.fixture

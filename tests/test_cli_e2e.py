@@ -94,6 +94,40 @@ def test_emergency_stop_with_unwind_closes_every_position(cli: Cli) -> None:
     assert "exit_full" in purposes
 
 
+def test_an_emergency_stop_queued_behind_a_stop_on_a_hung_engine_still_halts_and_unwinds(cli: Cli) -> None:
+    engine = cli.start("btc_basis", "--capital", "100000", "--speed", "600")
+    run_id = cli.wait_running(engine)["run_id"]
+    wait_for(lambda: cli.status()[0]["total_trades"] >= 4)
+    engine.send_signal(signal.SIGSTOP)  # hung: the operator's stop times out, so they escalate
+    try:
+        assert cli.run("stop", run_id, "--timeout", "0.5").returncode == 1
+        escalated = cli.run("emergency-stop", run_id, "--reason", "hung, escalating", "--unwind", "--timeout", "0.5")
+        assert escalated.returncode == 1
+    finally:
+        engine.send_signal(signal.SIGCONT)
+    assert engine.wait(timeout=30) == 3
+    db = sqlite3.connect(cli.db)
+    assert db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0] == "emergency_stopped"
+    positions = json.loads(db.execute(
+        "SELECT positions_json FROM snapshots WHERE run_id = ? ORDER BY id DESC LIMIT 1", (run_id,)).fetchone()[0])
+    assert [p for p in positions if p["kind"] == "perp"] == []
+    commands = db.execute("SELECT kind, ack_status FROM commands WHERE run_id = ? ORDER BY id", (run_id,)).fetchall()
+    assert commands == [("stop", "done"), ("emergency_stop", "done")]
+
+
+def test_stop_and_deposits_reach_a_running_backtest(cli: Cli) -> None:
+    backtest = cli.start_command("backtest", "btc_basis", "--capital", "100000", "--step", "60", "--json")
+    run = cli.wait_running(backtest)
+    refused = cli.run("deposit", run["run_id"], "1000", "--timeout", "10")
+    assert refused.returncode == 1 and "a backtest replays history" in refused.stdout + refused.stderr
+    stopped = cli.run("stop", run["run_id"], "--timeout", "10")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    out, _ = backtest.communicate(timeout=30)
+    summary = json.loads(out)
+    assert summary["status"] == "stopped" and summary["net_flows"] == "0"
+    assert summary["sim_time"] < "2025-12-31"  # it stopped long before the end of the sample year
+
+
 def test_crash_scenario_trips_max_drawdown_and_the_watchdog_halts_the_run(cli: Cli) -> None:
     engine = cli.start("btc_basis", "--capital", "100000", "--speed", "7200", "--scenario", "crash",
                        "--risk", "max_drawdown=0.01")

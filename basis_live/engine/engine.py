@@ -531,6 +531,16 @@ class EventDrivenStrategyEngine:
         return message
 
     # ------------------------------------------------------------------ stop paths
+    @property
+    def stopping(self) -> bool:
+        """A stop was requested (by an operator, a signal, the end of the data or an emergency)."""
+        return self._stop_requested.is_set()
+
+    async def halted_fully(self) -> None:
+        """Return once no emergency stop (halt, cancel, unwind) is under way."""
+        async with self._halt_lock:
+            pass
+
     def request_stop(self, reason: str, status: str = "stopped", command_id: int | None = None) -> None:
         if command_id is not None:
             self._pending_acks.append(command_id)
@@ -637,12 +647,22 @@ class EventDrivenStrategyEngine:
                 if stop_wait in done:
                     break
         finally:
+            # The strategy step goes first (it may hold the trade lock, hung in a venue call). A
+            # command or an emergency stop under way in the watchdog then ends: cancelled half-way it
+            # would leave orders open, an unwind half done or money half moved.
+            for task in self._tasks:
+                if task.get_name() == "strategy":
+                    task.cancel()
+            if self.reduce_task is not None:
+                self.reduce_task.cancel()
+            with contextlib.suppress(Exception):
+                await watchdog.idle()
             pending = [*self._tasks, stop_wait, *([self.reduce_task] if self.reduce_task else [])]
             for task in pending:
                 task.cancel()
             # Loops also check the stop flag; a task stuck in a hung venue call is abandoned here.
             await asyncio.wait(pending, timeout=2.0)
-        return await self._finish(failure)
+        return await self._finish(failure, watchdog)
 
     async def run_backtest(self, watchdog: Any, end: datetime, step_seconds: float,
                            progress: Callable[[datetime], None] | None = None) -> RunOutcome:
@@ -653,12 +673,18 @@ class EventDrivenStrategyEngine:
         step = _seconds(step_seconds)
         now = self.clock.now()
         failure: BaseException | None = None
+        commands_due = 0.0
         try:
             while now <= end and not self._stop_requested.is_set():
                 self.clock.set(now)
                 await self.publish(await self.feed.snapshot_at(now))
                 await self.tick()
                 await watchdog.check(self.view)  # the tick just valued this very snapshot
+                if time.monotonic() >= commands_due:
+                    # `stop` and `emergency-stop` reach a backtest too (every poll interval of wall
+                    # time, as in a paper run: a query per tick would cost more than the tick).
+                    await watchdog.handle_commands()
+                    commands_due = time.monotonic() + watchdog.poll
                 if progress is not None:
                     progress(now)
                 now += step
@@ -672,9 +698,13 @@ class EventDrivenStrategyEngine:
             with contextlib.suppress(Exception):
                 self.flush_snapshots()
             raise
-        return await self._finish(failure)
+        return await self._finish(failure, watchdog)
 
-    async def _finish(self, failure: BaseException | None) -> RunOutcome:
+    async def _finish(self, failure: BaseException | None, watchdog: Any) -> RunOutcome:
+        # Commands queued after the watchdog's last look: an emergency stop is still carried out
+        # (halt, cancel, unwind), a stop is acknowledged with the run's end, a flow is refused.
+        with contextlib.suppress(Exception):
+            await watchdog.handle_commands()
         status, reason = self._final_status, self._final_reason
         if status in ("stopped", "completed", "failed"):
             cancelled = await self.orders.cancel_all()

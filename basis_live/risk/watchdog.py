@@ -26,6 +26,7 @@ from basis_live.venues.base import VenueError
 if TYPE_CHECKING:
     from basis_live.engine.engine import EventDrivenStrategyEngine
     from basis_live.engine.portfolio import PortfolioView
+    from basis_live.store import CommandRow
 
 
 class RiskWatchdog:
@@ -47,6 +48,8 @@ class RiskWatchdog:
         self._last_reduce: datetime | None = None
         self._warned: set[str] = set()
         self.evaluations = 0
+        #: Held while commands are acted on: the engine waits for it before it shuts down (``idle``).
+        self._handling = asyncio.Lock()
 
     async def run(self) -> None:
         engine = self.engine
@@ -69,29 +72,52 @@ class RiskWatchdog:
                 self._last_heartbeat = now
 
     async def handle_commands(self) -> None:
+        """Act on the commands other processes queued. Emergency stops go first, so one queued behind
+        a stop (an operator escalating on an engine that was slow to answer) still halts, cancels
+        and unwinds. Once the run is stopping, deposits and withdrawals are refused."""
         engine = self.engine
-        for command in engine.store.take_pending_commands(engine.run_id):
-            if command.kind == "stop":
-                engine.event("command.stop", f"stop requested by {command.args.get('by', 'operator')}")
-                engine.request_stop(command.args.get("reason") or "stopped by operator", command_id=command.id)
-            elif command.kind == "emergency_stop":
-                reason = command.args.get("reason") or "emergency stop by operator"
-                unwind = bool(command.args.get("unwind")) or engine.strategy.emergency.unwind
-                engine.event("command.emergency_stop", f"emergency stop requested: {reason}"
-                             f"{' (with unwind)' if unwind else ''}", level="warning")
-                await engine.emergency_stop(reason, unwind, command_id=command.id)
-            elif command.kind in ("deposit", "withdraw"):
-                from decimal import Decimal
+        commands = engine.store.take_pending_commands(engine.run_id)
+        if not commands:
+            return
+        commands.sort(key=lambda command: command.kind != "emergency_stop")  # stable otherwise
+        async with self._handling:
+            for command in commands:
+                await self._handle(command)
 
-                try:
-                    message = await engine.move_capital(command.kind, Decimal(command.args["amount"]))
-                except ValueError as exc:
-                    engine.event(f"flow.{command.kind}_refused", f"{command.kind} refused: {exc}", level="warning")
-                    engine.store.ack_command(command.id, "rejected", f"{command.kind} refused: {exc}")
-                else:
-                    engine.store.ack_command(command.id, "done", message)
+    async def idle(self) -> None:
+        """Wait until no command is being acted on and no emergency stop is under way: cut short,
+        they would leave orders open, an unwind half done or money half moved."""
+        async with self._handling:
+            pass
+        await self.engine.halted_fully()
+
+    async def _handle(self, command: "CommandRow") -> None:
+        engine = self.engine
+        if command.kind == "stop":
+            engine.event("command.stop", f"stop requested by {command.args.get('by', 'operator')}")
+            engine.request_stop(command.args.get("reason") or "stopped by operator", command_id=command.id)
+        elif command.kind == "emergency_stop":
+            reason = command.args.get("reason") or "emergency stop by operator"
+            unwind = bool(command.args.get("unwind")) or engine.strategy.emergency.unwind
+            engine.event("command.emergency_stop", f"emergency stop requested: {reason}"
+                         f"{' (with unwind)' if unwind else ''}", level="warning")
+            await engine.emergency_stop(reason, unwind, command_id=command.id)
+        elif command.kind in ("deposit", "withdraw") and (engine.stopping or engine.backtest):
+            why = ("the run is stopping" if engine.stopping else
+                   "a backtest replays history; deposits and withdrawals apply to paper runs")
+            engine.store.ack_command(command.id, "rejected", f"{command.kind} refused: {why}; nothing was moved")
+        elif command.kind in ("deposit", "withdraw"):
+            from decimal import Decimal
+
+            try:
+                message = await engine.move_capital(command.kind, Decimal(command.args["amount"]))
+            except ValueError as exc:
+                engine.event(f"flow.{command.kind}_refused", f"{command.kind} refused: {exc}", level="warning")
+                engine.store.ack_command(command.id, "rejected", f"{command.kind} refused: {exc}")
             else:
-                engine.store.ack_command(command.id, "rejected", f"unknown command {command.kind!r}")
+                engine.store.ack_command(command.id, "done", message)
+        else:
+            engine.store.ack_command(command.id, "rejected", f"unknown command {command.kind!r}")
 
     async def check(self, view: "PortfolioView | None" = None) -> None:
         """Evaluate the limits on ``view`` (a fresh valuation when None) and apply the policies."""
