@@ -137,9 +137,9 @@ def _parse_date(text: Optional[str], flag: str):  # type: ignore[no-untyped-def]
         return None
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    except (ValueError, OverflowError):
         raise RequestValidationError(f"{flag} {text!r} is not a date (YYYY-MM-DD or ISO 8601)") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 @app.command()
@@ -234,8 +234,6 @@ def stop(
 
     if (run_id is None) == (not all_):
         raise RequestValidationError("give a RUN_ID or --all (not both)")
-    if timeout <= 0:
-        raise RequestValidationError(f"--timeout must be > 0, got {timeout}")
     results = _service(db).stop_live_trading(None if all_ else run_id, timeout)
     if not results:
         typer.echo("no running runs")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -36,9 +36,10 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors; values are validated on assignment too."""
+    """Unknown keys are errors; values are validated on assignment too; NaN and infinity are never a
+    valid number (a NaN limit would silently switch its check off)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class RiskLimit(StrictModel):
@@ -157,13 +158,14 @@ class ExecutionConfig(StrictModel):
     capital_tolerance: float = Field(0.01, ge=0, le=1)
     funding_poll_seconds: float = Field(60.0, ge=0, le=3600)
     slippage: list[SlippageBucket] = Field(
+        min_length=1,
         default_factory=lambda: [
             SlippageBucket(max_notional=10_000, bps=5),
             SlippageBucket(max_notional=100_000, bps=7),
             SlippageBucket(max_notional=1_000_000, bps=13),
         ]
     )
-    gas_units: dict[str, int] = Field(
+    gas_units: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: {"supply": 250_000, "withdraw": 200_000, "borrow": 300_000,
                                  "repay": 250_000, "stake": 150_000, "unstake": 200_000,
                                  "leverage": 1_250_000, "swap": 180_000}
@@ -266,7 +268,7 @@ class FeedConfig(StrictModel):
     kind: Literal["sample", "replay", "live"] = "sample"
     data: Path | None = None
     scenario: str | None = None
-    seed: int = 7
+    seed: int = Field(7, ge=0, lt=2**63)
     speed: float = Field(1.0, gt=0, le=10_000_000)
 
     @model_validator(mode="after")
@@ -285,7 +287,7 @@ class FeedConfig(StrictModel):
 class RunConfig(StrictModel):
     """Everything one run needs; built once and shared by every component of the run."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     strategy: StrategyConfig
     initial_capital: Decimal
@@ -336,6 +338,11 @@ def environment_from_env(env: dict[str, str] | None = None) -> tuple[str, str]:
     return environment, mode
 
 
+#: The largest capital, deposit or withdrawal accepted (share-class units): beyond it an amount is a
+#: typo, and past the Decimal context's 28 digits it would not even round to venue precision.
+MAX_AMOUNT = Decimal("1e12")
+
+
 def parse_capital(value: str | float | Decimal) -> Decimal:
     """Capital as a positive, finite Decimal (LT-001 otherwise)."""
     try:
@@ -344,7 +351,7 @@ def parse_capital(value: str | float | Decimal) -> Decimal:
         raise RequestValidationError(f"--capital must be a number, got {value!r}") from None
     if not capital.is_finite() or capital <= 0:
         raise RequestValidationError(f"--capital must be > 0, got {value}")
-    if capital > Decimal("1e12"):
+    if capital > MAX_AMOUNT:
         raise RequestValidationError(f"--capital {value} is beyond any sane size (max 1e12)")
     return capital
 

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -142,7 +143,16 @@ def render_status(rows: list[dict[str, Any]]) -> None:
         table.add_row(r["run_id"], r["strategy_name"], status, f"{_money(r['current_value'])} {r['share_class']}",
                       _money(r["total_pnl"]), _pct(r["current_drawdown"]), str(r["total_trades"]),
                       f"{age:.0f}s" if active and age is not None else "-", str(r["pid"]) if active else "-")
-    console.print(table)
+    # What an operator acts on (the id to stop, the state, the pid to kill) is never cut short; piped
+    # (cron, ssh, a log) the table is printed at its full width rather than the default 80 columns.
+    for index in (0, 2, 8):
+        column = table.columns[index]
+        column.min_width = max(len(cell) for cell in column.cells)
+    if console.is_terminal:
+        console.print(table)
+    else:
+        natural = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
+        Console(highlight=False, width=max(natural, console.width)).print(table)
 
 
 def render_mapping(title: str, data: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ that run or validate a strategy.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import time
@@ -80,6 +81,9 @@ class LiveTradingService:
         return self._open(create=False)
 
     def _run(self, run_id: str) -> tuple[Store, RunRow]:
+        if not run_id.strip():
+            # An unset shell variable ("stop $RUN") must not pick the only run there is.
+            raise RequestValidationError("run id is empty; give a run id or a unique prefix of one")
         store = self._reader()
         if store is None:
             raise RequestValidationError(f"no run {run_id!r}: no state database at {self.db_path}")
@@ -164,14 +168,15 @@ class LiveTradingService:
         live = config.execution_mode == "live"
         if live:
             self._validate_before_live_start(config)
-        store = self._open(create=True)
-        assert store is not None
-        run_id = secrets.token_hex(4)
         if not live:
+            # The feed first: a refused start creates no state file.
             try:
                 feed = open_feed(config.feed.kind, config.feed.data, config.feed.scenario, config.feed.seed)
             except FeedError as exc:
                 raise EngineInitError(f"market feed unusable: {exc}") from None
+        store = self._open(create=True)
+        assert store is not None
+        run_id = secrets.token_hex(4)
 
         async def main() -> "RunOutcome":
             if live:
@@ -265,8 +270,8 @@ class LiveTradingService:
         from basis_live.feeds.factory import open_feed
 
         config = prepared.config
-        if step_seconds <= 0:
-            raise RequestValidationError(f"--step must be > 0 seconds, got {step_seconds:g}")
+        if not math.isfinite(step_seconds) or step_seconds < 1:
+            raise RequestValidationError(f"--step must be > 0 seconds (at least 1, finite), got {step_seconds:g}")
         try:
             feed = open_feed(config.feed.kind, config.feed.data, config.feed.scenario, config.feed.seed)
         except FeedError as exc:
@@ -286,7 +291,13 @@ class LiveTradingService:
         request = {**prepared.request, "start": iso(first), "end": iso(last), "step_seconds": step_seconds}
 
         async def main() -> "RunOutcome":
+            import signal
+
             run = await assemble_paper_run(run_id, config, feed, store, request, backtest_start=first)
+            # Ctrl-C and SIGTERM stop a backtest as they stop a paper run: the ticks so far stay a
+            # `stopped` run. Plain signal handlers, not the loop's: a backtest step never yields to it.
+            previous = {signum: signal.signal(signum, lambda number, _frame: run.engine.request_stop(
+                f"{signal.Signals(number).name} received")) for signum in (signal.SIGINT, signal.SIGTERM)}
             try:
                 await run.engine.start()
                 report = None if progress is None else (lambda now: progress(first, last, now))
@@ -294,6 +305,9 @@ class LiveTradingService:
             except BaseException as exc:
                 store.set_run_status(run_id, "failed", f"backtest failed: {exc!r}", only_if=ACTIVE_STATUSES)
                 raise
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
 
         return asyncio.run(main())
 
@@ -404,6 +418,12 @@ class LiveTradingService:
         return store.list_events(row.run_id, limit=limit)
 
     # ------------------------------------------------------------------ control
+    @staticmethod
+    def _check_timeout(timeout: float, option: str = "--timeout") -> None:
+        """A wait must be a finite, positive number of seconds (checked before anything is queued)."""
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise RequestValidationError(f"{option} must be a finite number of seconds > 0, got {timeout}")
+
     def _await_ack(self, store: Store, command_id: int, timeout: float) -> tuple[bool, str]:
         command = self._await_command(store, command_id, timeout)
         return (True, command.ack_message or "") if command is not None else (False, "")
@@ -424,12 +444,17 @@ class LiveTradingService:
         engine's answer (done, or refused with the reason)."""
         from decimal import InvalidOperation
 
+        from basis_live.config import MAX_AMOUNT
+
         try:
             value = Decimal(amount)
         except InvalidOperation:
             raise RequestValidationError(f"amount must be a number, got {amount!r}") from None
         if not value.is_finite() or value <= 0:
             raise RequestValidationError(f"amount must be > 0, got {amount}")
+        if value > MAX_AMOUNT:
+            raise RequestValidationError(f"amount {amount} is beyond any sane size (max 1e12)")
+        self._check_timeout(timeout)
         store, row = self._run(run_id)
         if row.status != "running":
             raise RequestValidationError(f"run {row.run_id} is {row.status}; {kind} needs a running run")
@@ -446,6 +471,7 @@ class LiveTradingService:
 
     def stop_live_trading(self, run_id: str | None, timeout: float = 10.0) -> list[StopResult]:
         """Ask running engines to stop and wait for each acknowledgement. ``run_id=None`` stops all."""
+        self._check_timeout(timeout)
         store = self._reader()
         if run_id is not None:
             store, row = self._run(run_id)
@@ -487,9 +513,14 @@ class LiveTradingService:
         """HALT the run now (no new orders), cancel its open orders, optionally unwind."""
         if not reason.strip():
             raise RequestValidationError("--reason must not be empty")
+        self._check_timeout(timeout)
         store, row = self._run(run_id)
         started = time.monotonic()
         if row.status not in ACTIVE_STATUSES:
+            if unwind:
+                return StopResult(row.run_id, False, row.status,
+                                  f"run {row.run_id} is already {row.status}: no engine runs it, so nothing was "
+                                  "unwound; close any positions it left on live venues there")
             return StopResult(row.run_id, True, row.status, f"run {row.run_id} is already {row.status}; nothing to halt")
         if process_alive(row.pid, row.host, row.pid_start) is False:
             note = (f"{reason} [engine process {row.pid} was gone: no orders cancelled, nothing unwound; "
@@ -515,6 +546,9 @@ class LiveTradingService:
         """Healthy only when every running run has a live process, a fresh heartbeat, a strategy
         loop that still ticks, no command left unacknowledged and no unhandled breach."""
         from basis_live.risk.limits import unhandled_breaches
+
+        if max_heartbeat_age is not None:
+            self._check_timeout(max_heartbeat_age, "--max-heartbeat-age")
 
         now = utc_now()
         problems: list[str] = []

@@ -38,9 +38,18 @@ def default_db_path(env: Mapping[str, str] | None = None) -> Path:
     """``BASIS_LIVE_DB`` if set, else ``$XDG_STATE_HOME/basis-live/state.db``."""
     env = os.environ if env is None else env
     if env.get("BASIS_LIVE_DB"):
-        return Path(env["BASIS_LIVE_DB"]).expanduser()
+        return _expand(Path(env["BASIS_LIVE_DB"]), "BASIS_LIVE_DB")
     state_home = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state_home).expanduser() / "basis-live" / "state.db"
+    return _expand(Path(state_home), "XDG_STATE_HOME") / "basis-live" / "state.db"
+
+
+def _expand(path: Path, what: str) -> Path:
+    """``~`` / ``~user`` expanded; an unknown user is LT-003 naming where the path came from."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        raise EngineInitError(f"state database path {path} ({what}): cannot expand '~': no such user "
+                              "or no home directory") from None
 
 
 def utc_now() -> datetime:
@@ -410,7 +419,7 @@ class Store:
     def open(cls, path: Path, create: bool = True) -> "Store | None":
         """Open (and migrate) the state file. With ``create=False`` a missing file gives None.
         An unusable path is LT-003 (nothing is written)."""
-        path = Path(path).expanduser()
+        path = _expand(Path(path), "--db")
         if not path.exists():
             if not create:
                 return None

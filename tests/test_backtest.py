@@ -104,6 +104,11 @@ def test_intents_blocked_while_reducing_are_logged_once_a_simulated_day_not_ever
         (["--start", "2025-03-01", "--end", "2025-02-01"], "start before it ends"),
         (["--start", "yesterday"], "--start 'yesterday' is not a date"),
         (["--step", "0"], "--step must be > 0"),
+        (["--step", "nan"], "--step must be > 0"),
+        (["--step", "inf"], "--step must be > 0"),
+        (["--step", "1e-9"], "--step must be > 0 seconds (at least 1"),
+        (["--start", "0001-01-01T00:00:00+01:00"], "is not a date"),
+        (["--end", "9999-12-31T23:59:59-01:00"], "is not a date"),
     ],
 )
 def test_bad_backtest_ranges_are_one_line_lt_001(cli: Cli, args: list[str], fragment: str) -> None:

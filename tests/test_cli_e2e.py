@@ -253,6 +253,20 @@ def test_ml_btc_directional_starts_on_paper_with_btc_capital_and_trades_the_inve
     assert 0.45 < final["current_value"] < 0.55  # in BTC, the share class
 
 
+@pytest.mark.parametrize(("args", "code", "fragment"), [
+    (["--seed", "99999999999999999999999"], "LT-001", "seed"),
+    (["--db", "~no-such-user-here/state.db"], "LT-003", "no such user"),
+    (["--set", "execution.slippage=[]"], "LT-002", "execution.slippage"),
+    (["--risk", "max_drawdown=.nan"], "LT-002", "finite number"),
+    (["--feed", "replay", "--data", "/no/such/manifest.yaml"], "LT-003", "replay manifest not found"),
+])
+def test_more_bad_start_input_is_one_line_and_creates_no_state_file(cli: Cli, args: list[str], code: str,
+                                                                   fragment: str) -> None:
+    result = cli.run("start", "pure_lending", "--capital", "1000", *args)
+    _assert_refused(result, code, fragment, cli.db)
+    assert not cli.db.exists()
+
+
 def test_malformed_strategy_yaml_is_refused_with_its_location(cli: Cli, tmp_path: Path) -> None:
     directory = tmp_path / "mine"
     directory.mkdir()
@@ -439,3 +453,44 @@ def test_deposits_and_withdrawals_are_flows_not_pnl(cli: Cli) -> None:
     bad = cli.run("deposit", run_id, "lots")
     assert bad.returncode == 2 and bad.stderr.startswith("error LT-001: amount must be a number")
     cli.run("stop", run_id)
+
+
+def test_bad_control_command_input_is_one_line_lt_001_exit_2_and_queues_nothing(cli: Cli) -> None:
+    engine = cli.start("pure_lending", "--capital", "5000", "--speed", "60")
+    run_id = cli.wait_running(engine)["run_id"]
+    cases = [
+        (["stop", run_id, "--timeout", "nan"], "--timeout must be a finite number of seconds > 0"),
+        (["stop", run_id, "--timeout", "-1"], "--timeout must be a finite number of seconds > 0"),
+        (["emergency-stop", run_id, "--reason", "r", "--timeout", "inf"], "--timeout must be a finite number"),
+        (["emergency-stop", run_id, "--reason", "r", "--timeout", "0"], "--timeout must be a finite number"),
+        (["deposit", run_id, "10", "--timeout", "-1"], "--timeout must be a finite number"),
+        (["withdraw", run_id, "10", "--timeout", "nan"], "--timeout must be a finite number"),
+        (["deposit", run_id, "1e21"], "beyond any sane size"),
+        (["health", "--max-heartbeat-age", "nan"], "--max-heartbeat-age must be a finite number"),
+        (["health", "--max-heartbeat-age", "-5"], "--max-heartbeat-age must be a finite number"),
+        (["stop", ""], "run id is empty"),
+        (["deposit", " ", "10"], "run id is empty"),
+    ]
+    for args, fragment in cases:
+        result = cli.run(*args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert result.stderr.startswith("error LT-001: ") and fragment in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+    db = sqlite3.connect(cli.db)
+    assert db.execute("SELECT COUNT(*) FROM commands").fetchone()[0] == 0
+    assert cli.status()[0]["status"] == "running"
+    assert cli.run("stop", run_id).returncode == 0
+    assert engine.wait(timeout=15) == 0
+    # On a run that has ended, an unwind cannot happen: said so, exit 1 (a plain halt is a no-op, exit 0).
+    assert cli.run("emergency-stop", run_id, "--reason", "late").returncode == 0
+    late = cli.run("emergency-stop", run_id, "--reason", "late", "--unwind")
+    assert late.returncode == 1 and "nothing was unwound" in late.stderr
+
+
+def test_status_piped_to_a_file_shows_whole_run_ids_and_pids(cli: Cli) -> None:
+    engine = cli.start("usdt_market_neutral_no_leverage", "--capital", "5000", "--speed", "60")
+    run_id = cli.wait_running(engine)["run_id"]
+    piped = cli.run("status", env={"COLUMNS": "40"})  # captured, not a terminal
+    row = next(line for line in piped.stdout.splitlines() if line.startswith(run_id))
+    assert "usdt_market_neutral_no_leverage" in row and row.rstrip().endswith(str(engine.pid))
+    assert "…" not in piped.stdout

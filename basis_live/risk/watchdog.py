@@ -111,7 +111,7 @@ class RiskWatchdog:
 
             try:
                 message = await engine.move_capital(command.kind, Decimal(command.args["amount"]))
-            except ValueError as exc:
+            except (ValueError, ArithmeticError) as exc:  # a bad amount refuses the flow, never kills the run
                 engine.event(f"flow.{command.kind}_refused", f"{command.kind} refused: {exc}", level="warning")
                 engine.store.ack_command(command.id, "rejected", f"{command.kind} refused: {exc}")
             else:
