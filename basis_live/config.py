@@ -439,6 +439,8 @@ class ConfigManager:
         assert found.path is not None
         try:
             data = yaml.safe_load(found.path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{found.path}: not UTF-8 text (byte at offset {exc.start}); save it as UTF-8") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -541,7 +543,47 @@ def build_run_config(
 
 
 _SECRET_KEY = re.compile(r"(key|secret|password|passphrase|private|token|mnemonic)", re.I)
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)[^/@\s]+@", re.I)
+#: A URL inside a string: from its scheme to the next whitespace, quote or angle bracket.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+#: user:password@ before the host (up to the last @ of the authority: a password may hold an @).
+_URL_CREDENTIALS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s]*@")
+#: A path segment of token characters; a "." ends it only before a non-alphanumeric or the end
+#: (``data_2024.csv`` is a file name, ``…/<key>.`` ends a sentence).
+_URL_SEGMENT = re.compile(r"(?<=/)[A-Za-z0-9_\-]+(?=$|[^A-Za-z0-9_\-.]|\.(?![A-Za-z0-9]))")
+#: name=value in a query or fragment.
+_URL_PARAM = re.compile(r"(?P<lead>[?&;#](?P<name>[^=&;#\s]+)=)(?P<value>[^&;#\s]*)")
+#: Parameter names whose values are credentials: access_token, apikey, api_key, X-Amz-Signature, ...
+_SECRET_PARAM = re.compile(r"token|key|secret|sig|passw|passphrase|pwd|auth|credential|session|jwt", re.I)
+
+
+def _secret_segment(match: re.Match[str]) -> str:
+    """``***`` for a path segment shaped like a provider key: 20+ characters mixing letters and
+    digits (Alchemy, QuickNode, Chainstack, UUIDs), 32+ hex digits (Infura, Ankr), or 16+ characters
+    after a version segment (``/v2/<key>``)."""
+    segment = match.group(0)
+    before = match.string[:match.start()].rstrip("/")
+    previous = before[before.rfind("/") + 1:]
+    mixed = any(c.isalpha() for c in segment) and any(c.isdigit() for c in segment)
+    if ((len(segment) >= 20 and mixed) or re.fullmatch(r"[0-9a-fA-F]{32,}", segment)
+            or (len(segment) >= 16 and re.fullmatch(r"v\d+", previous))):
+        return "***"
+    return segment
+
+
+def _redact_url(match: re.Match[str]) -> str:
+    url = _URL_CREDENTIALS.sub(r"\g<scheme>***@", match.group(0), count=1)
+    start = url.index("://") + 3
+    rest = url[start:]
+    cut = re.search(r"[/?#]", rest)
+    if cut is None:
+        return url
+    authority, tail = rest[:cut.start()], rest[cut.start():]
+    cut = re.search(r"[?#]", tail)
+    path, query = (tail[:cut.start()], tail[cut.start():]) if cut else (tail, "")
+    path = _URL_SEGMENT.sub(_secret_segment, path)
+    query = _URL_PARAM.sub(lambda m: m.group("lead") + "***" if _SECRET_PARAM.search(m.group("name"))
+                           and m.group("value") else m.group(0), query)
+    return url[:start] + authority + path + query
 
 
 def redact_secrets(value: Any) -> Any:
@@ -555,8 +597,7 @@ def redact_secrets(value: Any) -> Any:
     if isinstance(value, list):
         return [redact_secrets(v) for v in value]
     if isinstance(value, str) and "://" in value:
-        value = _URL_CREDENTIALS.sub(r"\g<scheme>***@", value)
-        # RPC providers put the token in the path or query (…/v2/<token>, ?apikey=…).
-        value = re.sub(r"(/v\d+/)[A-Za-z0-9_\-]{16,}", r"\1***", value)
-        value = re.sub(r"([?&](?:api[_-]?key|key|token)=)[^&\s]+", r"\1***", value, flags=re.I)
+        # Only inside URLs: credentials before the host, key-shaped path segments (RPC providers put
+        # the token there: …/v2/<key>, …/<key>/) and secret-named query or fragment values.
+        value = _URL.sub(_redact_url, value)
     return value

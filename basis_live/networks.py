@@ -98,19 +98,39 @@ class ChainCredentials:
         return "ChainCredentials(***)"
 
 
-def _read(path: Path | None, text: str | None = None) -> NetworksFile:
+def _read(path: Path | None, text: str | None = None, source: str | None = None) -> NetworksFile:
+    """Parse and validate a networks file; every problem is one ConfigError line naming ``source``."""
     import yaml
 
-    source = str(path) if path is not None else "shipped networks.yaml"
+    source = source or (str(path) if path is not None else "shipped networks.yaml")
     try:
-        data = yaml.safe_load(text if text is not None else path.read_text()) or {}  # type: ignore[union-attr]
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{source}: unreadable: {str(exc).splitlines()[0]}") from None
+        if text is None:
+            assert path is not None
+            if path.is_dir():
+                raise ConfigError(f"{source}: is a directory, not a networks YAML file")
+            text = path.read_bytes().decode("utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{source}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at line {line}); "
+                          f"save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: unreadable: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: invalid YAML{at}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with 'environments' and 'networks', "
+                          f"got {type(data).__name__}")
     try:
         return NetworksFile.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"])
+        where = ".".join(str(p) for p in error["loc"]) or "top level"
         raise ConfigError(f"{source}: {where}: {error['msg']}") from None
 
 
@@ -123,16 +143,26 @@ def user_networks_file(env: Mapping[str, str] | None = None) -> Path:
 
 
 def load_networks(env: Mapping[str, str] | None = None) -> NetworksFile:
-    shipped = _read(None, resources.files("basis_live").joinpath("networks.yaml").read_text())
+    """The shipped networks, replaced by name by the user's file. A problem with the user's file
+    (missing when named, a directory, not UTF-8, malformed YAML, wrong types, an environment naming an
+    undefined network) is a one-line ConfigError (LT-002, exit 2) naming the file."""
+    shipped = _read(None, resources.files("basis_live").joinpath("networks.yaml").read_text(encoding="utf-8"))
     path = user_networks_file(env)
     named = bool((os.environ if env is None else env).get("BASIS_NETWORKS_FILE"))
+    source = f"BASIS_NETWORKS_FILE={path}" if named else str(path)
     if not path.exists():
         if named:
-            raise ConfigError(f"BASIS_NETWORKS_FILE={path}: no such file")
+            raise ConfigError(f"{source}: no such file")
         return shipped
-    user = _read(path)
-    return NetworksFile(environments={**shipped.environments, **user.environments},
-                        networks={**shipped.networks, **user.networks})
+    user = _read(path, source=source)
+    merged = NetworksFile(environments={**shipped.environments, **user.environments},
+                          networks={**shipped.networks, **user.networks})
+    undefined = sorted(f"environments.{environment}: {name!r}" for environment, name in user.environments.items()
+                       if name not in merged.networks)
+    if undefined:
+        raise ConfigError(f"{source}: {', '.join(undefined)} is not a defined network "
+                          f"(networks: {', '.join(sorted(merged.networks))})")
+    return merged
 
 
 def network_for(environment: str, env: Mapping[str, str] | None = None) -> tuple[str, ChainNetwork]:

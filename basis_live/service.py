@@ -223,9 +223,10 @@ class LiveTradingService:
             if name in CEX_VENUES:
                 credentials_from_env(config.environment, name)  # LT-001 naming the missing variable
         if uses_chain(config.strategy):
-            from basis_live.networks import chain_credentials
+            from basis_live.networks import chain_credentials, network_for
 
             chain_credentials(config.environment)  # LT-001 naming the missing variable
+            network_for(config.environment)  # a bad BASIS_NETWORKS_FILE is bad input: LT-002, not a failed check
         failed = failed_checks(asyncio.run(validate_live_clients(config.strategy, config.environment)))
         if failed:
             raise ExecutionError(f"client validation failed, nothing was traded: {'; '.join(failed)}")

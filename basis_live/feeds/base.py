@@ -100,6 +100,10 @@ class FeedError(Exception):
     """A feed cannot produce data (missing series, misaligned range, unreadable file)."""
 
 
+class TimeOutOfRange(ValueError):
+    """A data file's time (or nan / inf) outside the range a feed accepts; the message says which."""
+
+
 class MarketFeed(abc.ABC):
     """A source of MarketSnapshots indexed by time.
 

@@ -3,23 +3,46 @@ lines anywhere, a header row. Shared by the replay series and the seasonal-rewar
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from pathlib import Path
 
 from basis_live.feeds.base import FeedError
 
 
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """"not UTF-8 text (byte 0xff at line 3)" for a decode error of a whole file's bytes."""
+    data = exc.object
+    if isinstance(data, (bytes, bytearray)) and 0 <= exc.start < len(data):
+        line = data.count(b"\n", 0, exc.start) + 1
+        return f"not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line})"
+    return "not UTF-8 text"
+
+
+def read_utf8(path: Path) -> str:
+    """The whole file as text (a UTF-8 byte-order mark dropped). Raises OSError, or
+    UnicodeDecodeError whose ``object`` is the whole file (see ``not_utf8``)."""
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    return data.decode("utf-8")
+
+
 def read_commented_csv(path: Path, what: str) -> tuple[list[str], list[list[str]], list[int]]:
     """(header, data rows, each row's line number in the file). ``what`` names the file's use in the
-    one-line FeedError for a missing, unreadable or empty file (e.g. "series spot.ETH")."""
+    one-line FeedError for a missing, unreadable, non-UTF-8 or empty file (e.g. "series spot.ETH")."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            numbered = [(n, line) for n, line in enumerate(handle, start=1)
-                        if line.strip() and not line.startswith("#")]
+        text = read_utf8(path)
     except FileNotFoundError:
         raise FeedError(f"{what}: file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FeedError(f"{what}: cannot read {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise FeedError(f"{what}: {path} is {not_utf8(exc)}; save it as UTF-8") from None
+    except OSError as exc:
+        raise FeedError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    # newline="" keeps line endings as they are, as csv.reader expects (quoted fields may hold them).
+    numbered = [(n, line) for n, line in enumerate(io.StringIO(text, newline=""), start=1)
+                if line.strip() and not line.startswith("#")]
     if not numbered:
         raise FeedError(f"{what}: {path} has no header and no data")
     parsed = list(csv.reader(line for _, line in numbered))

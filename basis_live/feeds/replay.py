@@ -129,9 +129,10 @@ from basis_live.feeds.base import (
     FeedError,
     MarketFeed,
     MarketSnapshot,
+    TimeOutOfRange,
     utc,
 )
-from basis_live.feeds.csvfile import read_commented_csv
+from basis_live.feeds.csvfile import not_utf8, read_commented_csv, read_utf8
 from basis_live.feeds.rewards import RewardCalendar, RewardTableSpec, load_reward_table, reward_table_spec
 
 log = logging.getLogger(__name__)
@@ -445,7 +446,9 @@ def load_manifest(manifest_path: Path) -> Manifest:
     """Parse and validate a manifest file (files resolved, not yet read)."""
     where = f"manifest {manifest_path}"
     try:
-        document = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+        document = yaml.safe_load(read_utf8(manifest_path))
+    except UnicodeDecodeError as exc:
+        raise FeedError(f"{where}: {not_utf8(exc)}; save it as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
@@ -630,11 +633,28 @@ class _Table:
             text = row[index].strip() if index < len(row) else ""
             try:
                 times.append(parse(text))
+            except TimeOutOfRange as exc:
+                raise FeedError(f"series {spec.name}: {spec.time_column} {text!r} ({spec.time_format}) at "
+                                f"{self.path}:{line} {exc}") from None
             except (ValueError, OverflowError):
                 raise FeedError(f"series {spec.name}: unparsable {spec.time_column} {text!r} "
                                 f"({spec.time_format}) at {self.path}:{line}") from None
         self._times[key] = times
         return times
+
+
+#: The instants a data file may hold (unix seconds, UTC): 2000-01-01 .. 2100-01-01. Anything else is
+#: a unit mistake (epoch_ms read as epoch_s, or the reverse) or a corrupt cell, and outside what
+#: datetime and the engine's clock can represent at the extremes.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp()
+LATEST_TIME = datetime(2100, 1, 1, tzinfo=timezone.utc).timestamp()
+
+
+def _in_range(t: float) -> float:
+    if not EARLIEST_TIME <= t <= LATEST_TIME:  # also nan
+        raise TimeOutOfRange("is outside the supported range 2000-01-01 .. 2100-01-01 UTC"
+                             if math.isfinite(t) else "is not a finite time")
+    return t
 
 
 def _parse_iso(text: str) -> float:
@@ -646,13 +666,13 @@ def _parse_iso(text: str) -> float:
         moment = datetime.fromisoformat(text[:-1])  # e.g. "...+00:00Z" as some exports write it
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+    return _in_range(moment.timestamp())
 
 
 _TIME_PARSERS: dict[str, Callable[[str], float]] = {
     "iso": _parse_iso,
-    "epoch_s": float,
-    "epoch_ms": lambda text: float(text) / 1000.0,
+    "epoch_s": lambda text: _in_range(float(text)),
+    "epoch_ms": lambda text: _in_range(float(text) / 1000.0),
 }
 
 

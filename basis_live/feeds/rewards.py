@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from basis_live.feeds.base import FeedError, RewardDrop
+from basis_live.feeds.base import FeedError, RewardDrop, TimeOutOfRange
 from basis_live.feeds.csvfile import read_commented_csv
 
 APY_POLICIES: tuple[str, ...] = ("convert", "skip")
@@ -175,6 +175,8 @@ def load_reward_table(spec: RewardTableSpec, parse_time: Callable[[str], float],
         cell, number = row.cell, row.number
         try:
             t = parse_time(cell(time_i))
+        except TimeOutOfRange as exc:
+            raise FeedError(f"{where}: {spec.time_column} {cell(time_i)!r} at line {line} {exc}") from None
         except (ValueError, OverflowError):
             raise FeedError(f"{where}: unparsable {spec.time_column} {cell(time_i)!r} at line {line}") from None
         moment = datetime.fromtimestamp(t, timezone.utc)

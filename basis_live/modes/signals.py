@@ -50,19 +50,29 @@ def _parse(row: dict[str, Any], where: str) -> Signal:
 def load_signals(source: str) -> list[Signal]:
     """All signals from a file or URL, oldest first."""
     if source.startswith(("http://", "https://")):
+        from basis_live.config import redact_secrets
+
+        shown = redact_secrets(source)  # a signals URL may carry an access token
         try:
             with urllib.request.urlopen(source, timeout=10) as response:  # noqa: S310 - operator-given URL
-                rows = json.loads(response.read().decode())
+                body = response.read()
+            rows = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"signals {shown}: the answer is not UTF-8 text") from None
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"signals {source}: cannot be read: {exc}") from None
+            raise ConfigError(f"signals {shown}: cannot be read: {redact_secrets(str(exc))}") from None
         rows = rows if isinstance(rows, list) else [rows]
-        signals = [_parse(row, f"{source} item {n}") for n, row in enumerate(rows, 1)]
+        signals = [_parse(row, f"{shown} item {n}") for n, row in enumerate(rows, 1)]
     else:
         path = Path(source).expanduser()
+        from basis_live.feeds.csvfile import not_utf8, read_utf8
+
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_utf8(path)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"signals file {path}: {not_utf8(exc)}; save it as UTF-8") from None
         except OSError as exc:
-            raise ConfigError(f"signals file {path}: {exc.strerror}") from None
+            raise ConfigError(f"signals file {path}: {exc.strerror or exc}") from None
         if path.suffix in (".jsonl", ".json"):
             signals = []
             for n, line in enumerate(text.splitlines(), 1):

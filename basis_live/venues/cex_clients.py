@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-from basis_live.errors import RequestValidationError
+from basis_live.errors import BasisLiveError, ConfigError, RequestValidationError
 
 CEX_VENUES = ("binance", "bybit", "okx")
 #: Market types each venue loads: spot and USDT-margined linear perps.
@@ -65,8 +65,35 @@ def credentials_from_env(environment: str, venue: str, env: Mapping[str, str] | 
 
 def api_url_override(environment: str, venue: str, configured: str | None,
                      env: Mapping[str, str] | None = None) -> str | None:
+    """The endpoint override for ``venue``: the strategy's ``venues.<venue>.api_url``, else
+    ``BASIS_<ENV>__CEX__<VENUE>_API_URL``, else None. A malformed one is refused here, naming where
+    it came from but not its value (a URL may carry credentials): ConfigError for the strategy key,
+    RequestValidationError for the variable.
+
+    The variables of every exchange of ``environment`` are checked on each call, not only
+    ``venue``'s: callers build one validation coroutine per venue in a row, and a refusal at the
+    second or third would leave the earlier ones never awaited (a RuntimeWarning on stderr)."""
     env = os.environ if env is None else env
-    return configured or env.get(f"{_prefix(environment, venue)}_API_URL") or None
+    for other in CEX_VENUES:
+        name = f"{_prefix(environment, other)}_API_URL"
+        if env.get(name):
+            _check_api_url(env[name], name, RequestValidationError)
+    if configured:
+        _check_api_url(configured, f"venues.{venue}.api_url", ConfigError)
+        return configured
+    return env.get(f"{_prefix(environment, venue)}_API_URL") or None
+
+
+def _check_api_url(url: str, where: str, error: type[BasisLiveError]) -> None:
+    """An http(s) URL with a host and, if any, a numeric port below 65536; ``error`` naming ``where``."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a non-numeric or out-of-range port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise error(f"{where} is not a valid http(s) URL with a host (e.g. https://proxy.example:8443); "
+                    "value not shown, it may carry credentials")
 
 
 def _point_at(url: str, base: str) -> str:
