@@ -472,3 +472,21 @@ def test_return_and_apy_are_time_weighted_so_a_withdrawal_is_not_performance(tmp
     # Money P&L is still what the books gained: equity less capital less the flows.
     assert Decimal(summary["total_pnl"]) == (engine.view.equity - Decimal(100000) - engine.net_flows).quantize(
         Decimal("0.00000001"))
+
+
+def test_intents_blocked_while_reducing_are_logged_once_a_simulated_day_not_every_tick(tmp_path: Path) -> None:
+    async def scenario():  # type: ignore[no-untyped-def]
+        harness = await build(tmp_path, "pure_lending", "100000", days=5)
+        engine, feed = harness.engine, harness.feed
+        engine.set_state(REDUCING, "test: a reduce breach before entry")
+        for hour in range(0, 3 * 24 + 1):  # the supply it wants is blocked every hour for three days
+            await engine.publish(await feed.snapshot_at(feed.start + timedelta(hours=hour)))
+            await engine.tick()
+        return harness
+
+    harness = run(scenario())
+    blocked = harness.store.list_events("t0000001", "order.blocked")
+    assert [event["sim_time"][:13] for event in blocked] == [
+        "2025-01-01T00", "2025-01-02T00", "2025-01-03T00", "2025-01-04T00"]
+    assert all("blocked: trading REDUCING" in event["message"] for event in blocked)
+    assert harness.store.list_fills("t0000001") == []

@@ -343,6 +343,7 @@ class EventDrivenStrategyEngine:
         if self.state == state:
             return
         previous, self.state = self.state, state
+        self.mode.reducing = state == REDUCING
         self.store.set_trading_state(self.run_id, state)
         data: dict[str, Any] = {"from": previous, "to": state}
         if latency_ms is not None:

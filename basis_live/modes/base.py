@@ -37,6 +37,10 @@ class StrategyMode(abc.ABC):
     """One mode of MODES.md. ``initial_funding`` says where paper capital sits at the start."""
 
     name: str
+    #: True while the run is REDUCING (set by the engine): only intents that reduce exposure pass,
+    #: so a mode plans around the orders that will be blocked (e.g. it hedges the spot it holds,
+    #: not the spot it would buy).
+    reducing: bool = False
 
     def __init__(self, config: StrategyConfig) -> None:
         self.config = config

@@ -65,6 +65,11 @@ class BasisMode(StrategyMode):
         entering = spot_now == 0
         intents = []
         spot_after = spot_now
+        if self.reducing:
+            # Only exposure-reducing orders pass: a spot buy, or a short hedging one, would be
+            # blocked and leave the book off its hedge. Bring the larger leg down to the smaller.
+            shorts = sum((abs(view.position_quantity(v, self.perp_symbol)) for v in self.allocation), ZERO)
+            spot_target = min(spot_now, shorts)
         spot = self._leg(SPOT_VENUE, self.spot_symbol, spot_now, spot_target, entering)
         if spot is not None and spot.side == "buy":
             # Never spend the perp margin that binance's own short needs.
