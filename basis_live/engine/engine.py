@@ -32,7 +32,7 @@ from basis_live.feeds.base import FeedError, MarketFeed, MarketSnapshot, next_fu
 from basis_live.modes.base import OrderIntent, StrategyMode
 from basis_live.risk.limits import RiskInputs, RiskReport, evaluate
 from basis_live.store import RunFigures, SnapshotRow, Store, iso, utc_now
-from basis_live.venues.base import Venue, VenueAccount, VenueError
+from basis_live.venues.base import ZERO, Venue, VenueAccount, VenueError, inverse_contract_value
 
 ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
 #: Simulated seconds between two events of a condition that lasts (see ``_repeated_event``).
@@ -510,9 +510,11 @@ class EventDrivenStrategyEngine:
                 view = await self.checkpoint()
         plan = self.mode.initial_funding(amount, self.market)
         if kind == "withdraw":
-            # Take what the plan asks for, never more than a balance holds (fees and slippage of the
-            # freeing trades can leave a little less).
-            plan = {v: {a: min(q, view.balance(v, a)) for a, q in assets.items()} for v, assets in plan.items()}
+            # Take what the plan asks for, never more than is free: fees and slippage of the freeing
+            # trades can leave a little less, and legs that could not shrink exactly (venue steps and
+            # minimums) still need their margin.
+            plan = {v: {a: min(q, self._withdrawable(view, v, a)) for a, q in assets.items()}
+                    for v, assets in plan.items()}
         moved = sum((q for assets in plan.values() for q in assets.values()), Decimal(0))
         # The period before the flow ends here (a withdrawal's freeing trades belong to it).
         if self._period_base > 0:
@@ -520,16 +522,50 @@ class EventDrivenStrategyEngine:
         move_paper_funds(self.venues, plan, sign=1 if kind == "deposit" else -1)
         signed = moved if kind == "deposit" else -moved
         self.net_flows += signed
-        self.peak_equity += signed
-        self.day_start_equity += signed
+        # Peak and day-start equity scale with the book (same market: equity moves by exactly the
+        # flow), so drawdown and daily loss keep their meaning: what the earlier costs were of the
+        # capital that bore them, not of what is left (a 99 % withdrawal turned 0.25 % of entry
+        # costs into a 30 % "drawdown" and an emergency stop).
+        if view.equity > 0:
+            scale = (view.equity + signed) / view.equity
+            self.peak_equity *= scale
+            self.day_start_equity *= scale
+        else:
+            self.peak_equity += signed
+            self.day_start_equity += signed
         self.store.set_net_flows(self.run_id, str(self.net_flows))
         view = await self.refresh_view()
         self._period_base = view.equity
         self.attribution.rebase(view.accounts, view.market)
         message = f"{kind} of {_q(moved)} {self.strategy.share_class} done; equity {_q(view.equity)}"
+        if kind == "withdraw" and moved < amount:
+            message += (f" ({_q(amount)} asked: the rest pays the freeing trades' costs or is margin for legs "
+                        "that could not shrink exactly)")
         self.event(f"flow.{kind}", message, data={"amount": str(moved)})
         self.record_snapshot()
         return message
+
+    def _withdrawable(self, view: PortfolioView, venue: str, asset: str) -> Decimal:
+        """What a withdrawal may take of ``asset`` on ``venue``: its balance less the margin of the
+        perps still open there that settle in it, at the run's perp leverage, with their unrealised
+        loss (a profit is not cash). Never below zero."""
+        balance = view.balance(venue, asset)
+        account = view.accounts.get(venue)
+        if account is None:
+            return max(balance, ZERO)
+        leverage = Decimal(repr(self.strategy.execution.perp_leverage))
+        needed = ZERO
+        for position in account.positions:
+            if position.kind != "perp" or not position.quantity:
+                continue
+            contract = inverse_contract_value(position.symbol)
+            settle = position.base if contract is not None else position.quote
+            if settle != asset:
+                continue
+            mark = position.mark_price or price_usdt(position.base, view.market)
+            notional = abs(position.quantity) * (contract / mark if contract is not None else mark)
+            needed += notional / leverage - min(position.unrealized_pnl, ZERO)
+        return max(balance - needed, ZERO)
 
     # ------------------------------------------------------------------ stop paths
     @property
