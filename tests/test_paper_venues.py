@@ -196,6 +196,19 @@ def test_aave_gas_is_paid_in_usdt_when_the_wallet_holds_no_eth() -> None:
     assert [(e.kind, e.asset, e.amount) for e in entries] == [("gas", "USDT", -gas_usdt)]
 
 
+def test_an_operation_the_wallet_cannot_pay_gas_for_is_rejected_and_moves_nothing() -> None:
+    chain = PaperChain({"supply": 250_000, "swap": 180_000})
+    chain.on_market(snapshot(gas=20.0))  # a supply costs 15 USDT of gas at ETH 3000
+    chain.fund("USDT", D(1_000))
+    with pytest.raises(OrderRejected, match="insufficient funds for gas: supply needs 0.005"):
+        run(chain.aave.place_order(OrderRequest("p1", "aave_v3", "USDT", "buy", D(990))))
+    assert chain.balances["USDT"] == D(1_000) and chain.reserves["USDT"].scaled_supply == 0
+    assert run(chain.aave.fetch_ledger())[0] == []
+    # What leaves enough for the gas goes through, and the wallet never goes below zero.
+    assert run(chain.aave.place_order(OrderRequest("p2", "aave_v3", "USDT", "buy", D(985)))).status == "filled"
+    assert chain.balances["USDT"] == D(0)
+
+
 def test_a_hung_venue_hangs_only_its_own_calls() -> None:
     venue = exchange()
     venue.faults.hang_seconds = 5

@@ -21,11 +21,17 @@ class PureLending(StrategyMode):
     def initial_funding(self, capital: Decimal, market: MarketSnapshot) -> dict[str, dict[str, Decimal]]:
         return {"wallet": {"USDT": capital}}
 
-    def _reserve(self, equity: Decimal) -> Decimal:
-        return min(GAS_RESERVE_CAP, equity * GAS_RESERVE_FRACTION)
+    def _reserve(self, view: PortfolioView) -> Decimal:
+        """1 % of equity (at most 100 USDT), and never less than the gas of one supply and one
+        withdrawal at today's gas price: a small account must still be able to get out."""
+        market = view.market
+        units = sum((Decimal(self.config.execution.gas_units.get(op, 250_000)) for op in ("supply", "withdraw")),
+                    Decimal(0))
+        gas = units * market.decimal("spot", "ETH") * Decimal(repr(market.gas_price_gwei)) * Decimal("1e-9")
+        return max(min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION), gas)
 
     def decide(self, view: PortfolioView) -> list[OrderIntent]:
-        idle = view.balance("wallet", "USDT") - self._reserve(view.equity)
+        idle = view.balance("wallet", "USDT") - self._reserve(view)
         if view.equity <= 0 or idle <= 0:
             return []
         supplied = view.position_quantity("aave_v3", "USDT")
@@ -51,7 +57,7 @@ class PureLending(StrategyMode):
 
     def free_for_withdrawal(self, view: PortfolioView, fraction: Decimal) -> list[OrderIntent] | None:
         supplied = view.position_quantity("aave_v3", "USDT")
-        amount = view.equity * fraction - max(view.balance("wallet", "USDT") - self._reserve(view.equity), Decimal(0))
+        amount = view.equity * fraction - max(view.balance("wallet", "USDT") - self._reserve(view), Decimal(0))
         if amount <= 0 or supplied <= 0:
             return []
         return [OrderIntent("aave_v3", "USDT", "sell", min(amount, supplied), "exit_partial", reduces_exposure=True)]

@@ -548,16 +548,41 @@ class PaperChain:
     def fund(self, asset: str, amount: Decimal) -> None:
         self.balances[asset] = self.balances.get(asset, ZERO) + amount
 
-    def pay_gas(self, operation: str, venue: _PaperBase) -> tuple[Decimal, str]:
-        """Charge gas for one operation; returns (amount, asset)."""
+    def _gas(self, operation: str, spending: dict[str, Decimal] | None = None) -> tuple[Decimal, str] | None:
+        """(amount, asset) the gas of ``operation`` costs once ``spending`` has left the wallet: ETH
+        when enough is left, else its USDT value; None when neither covers it."""
+        m = self.market
+        assert m is not None
+        spending = spending or {}
+        units = D(self.gas_units.get(operation, 250_000))
+        eth_cost = (_d(m.gas_price_gwei) * units * D("1e-9")).quantize(D("1e-18"))
+        if self.balances.get("ETH", ZERO) - spending.get("ETH", ZERO) >= eth_cost:
+            return eth_cost, "ETH"
+        usdt_cost = (eth_cost * _d(m.spot["ETH"])).quantize(D("0.000001"))
+        if self.balances.get("USDT", ZERO) - spending.get("USDT", ZERO) >= usdt_cost:
+            return usdt_cost, "USDT"
+        return None
+
+    def gas_problem(self, operation: str, spending: dict[str, Decimal] | None = None) -> str | None:
+        """Why the wallet cannot pay the gas of ``operation`` after ``spending`` (None: it can). As on
+        chain, a transaction the sender cannot pay gas for is never executed."""
+        if self._gas(operation, spending) is not None:
+            return None
         m = self.market
         assert m is not None
         units = D(self.gas_units.get(operation, 250_000))
         eth_cost = (_d(m.gas_price_gwei) * units * D("1e-9")).quantize(D("1e-18"))
-        if self.balances.get("ETH", ZERO) >= eth_cost:
-            amount, asset = eth_cost, "ETH"
-        else:
-            amount, asset = (eth_cost * _d(m.spot["ETH"])).quantize(D("0.000001")), "USDT"
+        return (f"insufficient funds for gas: {operation} needs {eth_cost} ETH (or its USDT value) and the wallet "
+                f"would hold {self.balances.get('ETH', ZERO) - (spending or {}).get('ETH', ZERO)} ETH, "
+                f"{self.balances.get('USDT', ZERO) - (spending or {}).get('USDT', ZERO)} USDT")
+
+    def pay_gas(self, operation: str, venue: _PaperBase) -> tuple[Decimal, str]:
+        """Charge gas for one operation (checked beforehand with ``gas_problem``); returns (amount, asset)."""
+        m = self.market
+        assert m is not None
+        gas = self._gas(operation)
+        assert gas is not None, f"{operation}: gas not checked before the operation"
+        amount, asset = gas
         self.balances[asset] = self.balances.get(asset, ZERO) - amount
         venue._ledger.append(LedgerEntry(f"{venue.name}-l{next(venue._ids)}", venue.name, "gas", asset, -amount,
                                          m.timestamp, operation))
@@ -594,6 +619,10 @@ class PaperStaking(_PaperBase):
         rate = self.market.decimal("lst_rate", self.lst)
         eth = (request.quantity * rate).quantize(PaperChain.QUANTITY_STEPS["ETH"])
         balances = self.chain.balances
+        problem = self.chain.gas_problem("stake" if request.side == "buy" else "unstake",
+                                         {"ETH": eth} if request.side == "buy" else {})
+        if problem:
+            return self._reject(request, problem)
         if request.side == "buy":
             if balances.get("ETH", ZERO) < eth:
                 return self._reject(request, f"insufficient ETH in wallet: {balances.get('ETH', ZERO)} < {eth}")
@@ -661,6 +690,10 @@ class PaperSwap(_PaperBase):
             notional = notional.quantize(fee_step, rounding=ROUND_DOWN)
         fee = (notional * self.fee).quantize(fee_step)
         balances = self.chain.balances
+        problem = self.chain.gas_problem("swap", {quote: notional + fee} if request.side == "buy"
+                                         else {base: request.quantity})
+        if problem:
+            return self._reject(request, problem)
         if request.side == "buy":
             if balances.get(quote, ZERO) < notional + fee:
                 return self._reject(request, f"insufficient {quote} in wallet: {balances.get(quote, ZERO)} < {notional + fee}")
@@ -824,6 +857,10 @@ class PaperAave(_PaperBase):
         balances = self.chain.balances
         amount = request.quantity
         index = self._index(asset)
+        problem = self.chain.gas_problem("supply" if request.side == "buy" else "withdraw",
+                                         {asset: amount} if request.side == "buy" else {})
+        if problem:
+            return self._reject(request, problem)
         if request.side == "buy":
             if balances.get(asset, ZERO) < amount:
                 return self._reject(request, f"insufficient {asset} in wallet: {balances.get(asset, ZERO)} < {amount}")
@@ -856,6 +893,11 @@ class PaperAave(_PaperBase):
         balances = self.chain.balances
         amount = request.quantity
         index = self._index("WETH", debt=True)
+        owed_now = reserve.scaled_debt * index
+        problem = self.chain.gas_problem("borrow" if request.side == "buy" else "repay",
+                                         {} if request.side == "buy" else {"ETH": min(amount, owed_now)})
+        if problem:
+            return self._reject(request, problem)
         if request.side == "buy":
             power, _, debt = self.account_data(debt_change=amount)
             if debt > power:
@@ -895,6 +937,9 @@ class PaperAave(_PaperBase):
         supply = self.chain.reserves.setdefault(lst, _Reserve())
         debt = self.chain.reserves.setdefault("WETH", _Reserve())
         supply_index, debt_index = self._index(lst), self._index("WETH", debt=True)
+        problem = self.chain.gas_problem("leverage")
+        if problem:
+            return self._reject(request, problem)
         if request.side == "buy":
             power, _, new_debt = self.account_data(supply_change=(lst, lst_amount), debt_change=request.quantity)
             if new_debt > power:
