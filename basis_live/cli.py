@@ -7,6 +7,7 @@ with its exit status; see the README for the exit codes.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
@@ -20,6 +21,7 @@ from basis_live.errors import (
     EXIT_USAGE,
     BasisLiveError,
     ExecutionError,
+    MonitoringError,
     RequestValidationError,
     StopError,
 )
@@ -423,6 +425,10 @@ def main() -> None:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
     except Exception as exc:
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+            sys.stderr.write(f"error {MonitoringError.code}: the state database is locked by another process "
+                             f"({exc}); this command may not have completed: check `basis-live status` and try again\n")
+            sys.exit(EXIT_FAILURE)
         if not _is_usage_error(exc):
             raise
         if type(exc).__name__.startswith("NoArgsIsHelp"):

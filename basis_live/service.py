@@ -185,7 +185,9 @@ class LiveTradingService:
                 run = await assemble_paper_run(run_id, config, feed, store, prepared.request, reporter)
             engine = run.engine
             loop = asyncio.get_running_loop()
-            for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
+            # SIGHUP: the terminal or ssh session went away; stop as cleanly as for Ctrl-C rather
+            # than die with the run left `running` (run under nohup or tmux to keep it going).
+            for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")):
                 loop.add_signal_handler(signum, engine.request_stop, f"{name} received")
             try:
                 await engine.start()
@@ -198,7 +200,7 @@ class LiveTradingService:
                 store.set_run_status(run_id, "failed", f"engine failed: {exc!r}", only_if=ACTIVE_STATUSES)
                 raise
             finally:
-                for signum in (signal.SIGINT, signal.SIGTERM):
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
 
         return asyncio.run(main())
@@ -506,8 +508,9 @@ class LiveTradingService:
                                           f"run {row.run_id} {message}", elapsed))
             else:
                 results.append(StopResult(row.run_id, False, "stopping",
-                                          f"run {row.run_id}: no acknowledgement within {timeout:g}s "
-                                          "(engine hung? try emergency-stop, or kill the process)", elapsed))
+                                          f"run {row.run_id}: no acknowledgement within {timeout:g}s (engine pid "
+                                          f"{row.pid} hung? the stop stays queued and happens if it resumes; "
+                                          "try emergency-stop, or kill the process)", elapsed))
         return results
 
     def emergency_stop(self, run_id: str, reason: str, unwind: bool = False, timeout: float = 10.0) -> StopResult:
@@ -538,7 +541,8 @@ class LiveTradingService:
         if not acked:
             return StopResult(row.run_id, False, "running",
                               f"run {row.run_id}: no acknowledgement of the emergency stop within {timeout:g}s "
-                              f"(engine pid {row.pid} hung? kill it and check the venues)", elapsed)
+                              f"(engine pid {row.pid} hung? it stays queued and happens if the engine resumes; "
+                              "or kill it and check the venues)", elapsed)
         final = store.get_run(row.run_id)
         return StopResult(row.run_id, True, final.status if final else "emergency_stopped",
                           f"run {row.run_id} {message}", elapsed)
@@ -561,7 +565,8 @@ class LiveTradingService:
             limit = max_heartbeat_age if max_heartbeat_age is not None else row.heartbeat_timeout
             if run["process_alive"] is False:
                 problems.append(f"{label} is dead: engine process {row.pid} is not running "
-                                f"(last heartbeat {row.last_heartbeat})")
+                                f"(last heartbeat {row.last_heartbeat}); its positions are unattended: check the "
+                                f"venues, then `basis-live stop {row.run_id}` marks it")
                 continue
             age = run["heartbeat_age_seconds"]
             if age is None or age > limit:

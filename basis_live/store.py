@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import stat
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +42,16 @@ def default_db_path(env: Mapping[str, str] | None = None) -> Path:
         return _expand(Path(env["BASIS_LIVE_DB"]), "BASIS_LIVE_DB")
     state_home = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return _expand(Path(state_home), "XDG_STATE_HOME") / "basis-live" / "state.db"
+
+
+#: How long the write that ends a run (its final status) keeps retrying a state file another process
+#: holds locked: a run must not stay "running" after its engine has gone because of a passing lock.
+FINAL_WRITE_SECONDS = 60.0
+
+
+def is_locked(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "another connection holds the lock" (after busy_timeout)."""
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
 def _expand(path: Path, what: str) -> Path:
@@ -540,12 +551,17 @@ class Store:
         if only_if:
             where += f" AND status IN ({','.join('?' for _ in only_if)})"
             params.extend(only_if)
-        cur = self.db.execute(
-            f"""UPDATE runs SET status = ?, stop_reason = COALESCE(?, stop_reason),
-                    stopped_at = COALESCE(?, stopped_at) WHERE {where}""",
-            params,
-        )
-        return cur.rowcount == 1
+        sql = f"""UPDATE runs SET status = ?, stop_reason = COALESCE(?, stop_reason),
+                      stopped_at = COALESCE(?, stopped_at) WHERE {where}"""
+        # A final status is retried through a lock (each try waits busy_timeout): it is what tells
+        # `status` and `health` that the engine is gone.
+        deadline = time.monotonic() + (FINAL_WRITE_SECONDS if terminal else 0.0)
+        while True:
+            try:
+                return self.db.execute(sql, params).rowcount == 1
+            except sqlite3.OperationalError as exc:
+                if not is_locked(exc) or time.monotonic() >= deadline:
+                    raise
 
     def set_trading_state(self, run_id: str, trading_state: str) -> None:
         self.db.execute("UPDATE runs SET trading_state = ? WHERE run_id = ?", (trading_state, run_id))

@@ -419,8 +419,8 @@ def test_health_reports_a_strategy_loop_that_stopped_ticking(cli: Cli) -> None:
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_ctrl_c_stop_the_engine_gracefully(cli: Cli, signum: int) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_sigterm_ctrl_c_and_a_closed_terminal_stop_the_engine_gracefully(cli: Cli, signum: int) -> None:
     engine = cli.start("btc_basis", "--capital", "100000", "--speed", "600")
     run_id = cli.wait_running(engine)["run_id"]
     engine.send_signal(signum)
@@ -494,3 +494,24 @@ def test_status_piped_to_a_file_shows_whole_run_ids_and_pids(cli: Cli) -> None:
     row = next(line for line in piped.stdout.splitlines() if line.startswith(run_id))
     assert "usdt_market_neutral_no_leverage" in row and row.rstrip().endswith(str(engine.pid))
     assert "…" not in piped.stdout
+
+
+def test_a_state_file_locked_by_another_process_neither_kills_the_engine_nor_prints_a_traceback(cli: Cli) -> None:
+    engine = cli.start("pure_lending", "--capital", "5000", "--speed", "60")
+    run_id = cli.wait_running(engine)["run_id"]
+    holder = sqlite3.connect(cli.db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # e.g. a backup tool or a stuck process holding a write lock
+    try:
+        blocked = cli.run("stop", run_id, "--timeout", "2")
+        assert blocked.returncode == 1
+        assert blocked.stderr.startswith("error LT-005: the state database is locked by another process")
+        assert len(blocked.stderr.strip().splitlines()) == 1
+        time.sleep(3)  # the engine's snapshot and heartbeat writes wait past busy_timeout too
+        assert engine.poll() is None
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    wait_for(lambda: cli.status()[0]["heartbeat_age_seconds"] < 2)  # beating again
+    assert cli.run("stop", run_id).returncode == 0
+    assert engine.wait(timeout=15) == 0
+    assert cli.status()[0]["status"] == "stopped"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,7 +32,7 @@ from basis_live.engine.portfolio import PortfolioView, price_usdt, value_portfol
 from basis_live.feeds.base import FeedError, MarketFeed, MarketSnapshot, next_funding_settlement
 from basis_live.modes.base import OrderIntent, StrategyMode
 from basis_live.risk.limits import RiskInputs, RiskReport, evaluate
-from basis_live.store import RunFigures, SnapshotRow, Store, iso, utc_now
+from basis_live.store import RunFigures, SnapshotRow, Store, is_locked, iso, utc_now
 from basis_live.venues.base import ZERO, Venue, VenueAccount, VenueError, inverse_contract_value
 
 ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
@@ -130,6 +131,7 @@ class EventDrivenStrategyEngine:
         self._pending_acks: list[int] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._halt_lock = asyncio.Lock()
+        self._warned_once: set[str] = set()
         #: Held while holdings are read and changed together (a tick, a reduce, a flow, an unwind): one
         #: actor trades at a time, and an account read never straddles a venue step half done (on
         #: chain: borrowed WETH not yet supplied). Not reentrant: taken only at those outer levels.
@@ -332,11 +334,29 @@ class EventDrivenStrategyEngine:
             return
         summary = self.summary()
         last = rows[-1]
-        self.store.record_snapshots(self.run_id, rows, RunFigures(
-            equity=last.equity, pnl=last.pnl, peak_value=summary["peak_value"], drawdown=last.drawdown,
-            max_drawdown=summary["max_drawdown"], total_trades=summary["total_trades"], sim_time=last.sim_time,
-            risk=last.risk, metrics=summary, trading_state=self.state,
-        ))
+        try:
+            self.store.record_snapshots(self.run_id, rows, RunFigures(
+                equity=last.equity, pnl=last.pnl, peak_value=summary["peak_value"], drawdown=last.drawdown,
+                max_drawdown=summary["max_drawdown"], total_trades=summary["total_trades"], sim_time=last.sim_time,
+                risk=last.risk, metrics=summary, trading_state=self.state,
+            ))
+        except sqlite3.OperationalError as exc:
+            if not is_locked(exc):
+                raise
+            # Another process holds the state file locked: keep the rows for the next flush rather
+            # than stop trading over a snapshot.
+            self._snapshot_rows = rows + self._snapshot_rows
+            self.warn_once("state.locked", f"state database locked by another process ({exc}); snapshots are "
+                           "kept and written when it frees")
+
+    def warn_once(self, key: str, message: str) -> None:
+        """A warning for the operator's terminal, once per ``key`` per run (the state file may be
+        the very thing that cannot be written)."""
+        if key in self._warned_once:
+            return
+        self._warned_once.add(key)
+        if self.reporter is not None:
+            self.reporter.event("warning", message)
 
     # ------------------------------------------------------------------ state changes
     def set_state(self, state: str, reason: str, latency_ms: float | None = None) -> None:

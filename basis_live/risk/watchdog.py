@@ -16,11 +16,13 @@ It writes the heartbeat at least every ``heartbeat_seconds`` (1 s).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from basis_live.engine.engine import HALTED, REDUCING
+from basis_live.store import is_locked
 from basis_live.venues.base import VenueError
 
 if TYPE_CHECKING:
@@ -62,14 +64,22 @@ class RiskWatchdog:
                 pass
             fresh_market = engine.market_event.is_set()
             engine.market_event.clear()
-            await self.handle_commands()
-            now = time.monotonic()
-            if fresh_market or now - self._last_eval >= self.interval:
-                await self.check()
-                self._last_eval = now
-            if now - self._last_heartbeat >= self.heartbeat_every:
-                engine.store.heartbeat(engine.run_id, engine.state, engine.risk_dict(), engine.last_tick_at)
-                self._last_heartbeat = now
+            try:
+                await self.handle_commands()
+                now = time.monotonic()
+                if fresh_market or now - self._last_eval >= self.interval:
+                    await self.check()
+                    self._last_eval = now
+                if now - self._last_heartbeat >= self.heartbeat_every:
+                    engine.store.heartbeat(engine.run_id, engine.state, engine.risk_dict(), engine.last_tick_at)
+                    self._last_heartbeat = now
+            except sqlite3.OperationalError as exc:
+                if not is_locked(exc):
+                    raise
+                # Another process holds the state file locked (past busy_timeout): the watchdog
+                # goes on and retries next round; `health` sees the missed beats.
+                engine.warn_once("state.locked", f"state database locked by another process ({exc}); "
+                                 "the watchdog retries")
 
     async def handle_commands(self) -> None:
         """Act on the commands other processes queued. Emergency stops go first, so one queued behind
