@@ -175,6 +175,10 @@ def network_for(environment: str, env: Mapping[str, str] | None = None) -> tuple
     return name, networks.networks[name]
 
 
+#: Private keys are the integers 1 .. n-1 of the secp256k1 group order n.
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
 def chain_credentials(environment: str, env: Mapping[str, str] | None = None) -> ChainCredentials:
     """The strategy wallet's key and the RPC URL of ``environment`` (LT-001 naming what is missing)."""
     env = os.environ if env is None else env
@@ -186,6 +190,8 @@ def chain_credentials(environment: str, env: Mapping[str, str] | None = None) ->
     body = key[2:] if key.startswith("0x") else key
     if len(body) != 64 or any(c not in "0123456789abcdefABCDEF" for c in body):
         raise RequestValidationError(f"{prefix}PRIVATE_KEY is not a 32-byte hex private key")
+    if not 0 < int(body, 16) < SECP256K1_ORDER:
+        raise RequestValidationError(f"{prefix}PRIVATE_KEY is not a valid private key (outside the secp256k1 range)")
     return ChainCredentials("0x" + body, env[prefix + "RPC_URL"].strip())
 
 

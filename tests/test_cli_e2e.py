@@ -292,6 +292,11 @@ def test_live_starts_name_missing_chain_credentials_and_refuse_modes_not_live_ye
     _assert_refused(both_sides, "LT-003", "live trading of usdt_market_neutral is not supported yet", cli.db)
     bad = cli.run("start", "pure_lending", "--capital", "1000", env={"BASIS_ENVIRONMENT": "moon"})
     _assert_refused(bad, "LT-001", "BASIS_ENVIRONMENT='moon'", cli.db)
+    for key in ("0x" + "0" * 64, "0x" + "f" * 64):  # 32 bytes of hex, but not a secp256k1 key
+        out_of_range = cli.run("start", "pure_lending", "--capital", "1000", "--env", "dev",
+                               env={"BASIS_DEV__CHAIN__PRIVATE_KEY": key, "BASIS_DEV__CHAIN__RPC_URL": "http://127.0.0.1:9"})
+        _assert_refused(out_of_range, "LT-001", "BASIS_DEV__CHAIN__PRIVATE_KEY is not a valid private key", cli.db)
+        assert key[4:] not in out_of_range.stderr
 
 
 def test_unknown_run_id_is_a_one_line_error(cli: Cli) -> None:

@@ -511,3 +511,36 @@ def test_a_withdrawal_of_nearly_everything_leaves_the_margin_the_remaining_legs_
     assert "99000.00000000 asked" in message and -engine.net_flows < Decimal(99_000)
     # The freeing trades' costs were a fraction of a percent of the book: no false drawdown breach.
     assert engine.evaluate_risk(view).status == "ok" and engine.state == "ACTIVE"
+
+
+def test_a_market_feed_outage_pauses_decisions_but_keeps_the_engine_and_its_watchdog_running(tmp_path: Path) -> None:
+    from basis_live.feeds.base import FeedError
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        harness = await build(tmp_path, "pure_lending", "100000", speed=3600, days=3)
+        engine = harness.engine
+        task = asyncio.create_task(engine.run(harness.watchdog))
+        await asyncio.sleep(0.3)
+
+        def unreachable(snapshot):  # type: ignore[no-untyped-def]
+            raise FeedError("chain data unavailable: node unreachable (test)")
+
+        harness.feed.transform = unreachable
+        await asyncio.sleep(0.2)  # a tick in flight may finish
+        ticks_at_outage = engine.ticks
+        evaluations_at_outage = harness.watchdog.evaluations
+        await asyncio.sleep(0.5)
+        during = (engine.ticks - ticks_at_outage, harness.watchdog.evaluations - evaluations_at_outage, task.done())
+        harness.feed.transform = None
+        await asyncio.sleep(0.5)
+        resumed = engine.ticks - ticks_at_outage
+        engine.request_stop("test done")
+        return harness, await asyncio.wait_for(task, 10), during, resumed
+
+    harness, outcome, (ticks_during, evaluations_during, done_during), resumed = run(scenario())
+    assert not done_during and outcome.status == "stopped"
+    assert ticks_during == 0  # no decision on stale prices
+    assert evaluations_during > 0  # the watchdog still watched the position on the last prices
+    assert resumed > 5  # ticks every simulated minute (1/60 s of wall time) again once data are back
+    kinds = [event["kind"] for event in harness.store.list_events("t0000001", "feed.")]
+    assert kinds == ["feed.unavailable", "feed.available"]

@@ -132,6 +132,7 @@ class EventDrivenStrategyEngine:
         self._tasks: list[asyncio.Task[Any]] = []
         self._halt_lock = asyncio.Lock()
         self._warned_once: set[str] = set()
+        self._market_down_since: float | None = None  # monotonic time the market feed began failing
         #: Held while holdings are read and changed together (a tick, a reduce, a flow, an unwind): one
         #: actor trades at a time, and an account read never straddles a venue step half done (on
         #: chain: borrowed WETH not yet supplied). Not reentrant: taken only at those outer levels.
@@ -438,8 +439,29 @@ class EventDrivenStrategyEngine:
                 await self.publish(await self.feed.snapshot_at(end))
                 self.request_stop("feed ended", status="completed")
                 return
-            await self.publish(await self.feed.snapshot_at(now))
+            try:
+                snapshot = await self.feed.snapshot_at(now)
+            except FeedError as exc:
+                self._market_unavailable(exc)
+            else:
+                self._market_available()
+                await self.publish(snapshot)
             await asyncio.sleep(getattr(self.feed, "poll_seconds", MARKET_REFRESH_SECONDS))
+
+    def _market_unavailable(self, exc: FeedError) -> None:
+        """A market read failed (a node or an exchange briefly unreachable): the engine, its watchdog
+        and the position stay watched on the last prices; the strategy decides nothing until data are
+        back (``health`` reports the stalled loop if it lasts)."""
+        if self._market_down_since is None:
+            self._market_down_since = time.monotonic()
+            self.event("feed.unavailable", f"market data unavailable: {exc}; retrying, no new decisions until "
+                       "it is back", level="warning")
+
+    def _market_available(self) -> None:
+        if self._market_down_since is not None:
+            seconds = time.monotonic() - self._market_down_since
+            self._market_down_since = None
+            self.event("feed.available", f"market data back after {seconds:.1f} s")
 
     async def publish(self, snapshot: MarketSnapshot) -> None:
         previous = self.market
@@ -469,7 +491,14 @@ class EventDrivenStrategyEngine:
             await self.clock.sleep_until(next_tick)
             if self.market is None or self.market.timestamp < next_tick:
                 # Decide on the market at the tick's own time, not on a snapshot from before it.
-                await self.publish(await self.feed.snapshot_at(min(self.clock.now(), self.feed.end or self.clock.now())))
+                try:
+                    snapshot = await self.feed.snapshot_at(min(self.clock.now(), self.feed.end or self.clock.now()))
+                except FeedError as exc:
+                    self._market_unavailable(exc)
+                    await asyncio.sleep(getattr(self.feed, "poll_seconds", MARKET_REFRESH_SECONDS))
+                    continue  # never decide on stale prices; the market loop keeps trying too
+                self._market_available()
+                await self.publish(snapshot)
             await self.tick()
             next_tick = max(next_tick + _seconds(interval), self.clock.now())
 

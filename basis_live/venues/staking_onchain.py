@@ -938,7 +938,8 @@ class OnchainLeverageVenue(Venue):
                 self._running.discard(cid)
         state = await self.fetch_order(cid)
         if state is None or state.status == "rejected":
-            raise OrderRejected(f"{self.name}: {state.reason if state else 'loop refused before any step'}")
+            reason = (state.reason if state else None) or (self.journal.intent(key) or {}).get("reason")
+            raise OrderRejected(f"{self.name}: loop refused before any step: {reason or 'no reason recorded'}")
         return state
 
     async def _rounds(self, cid: str, intent: dict[str, Any]) -> tuple[str, str | None]:
@@ -1121,7 +1122,7 @@ class OnchainLeverageVenue(Venue):
         base = OrderState(cid, self.name, intent["symbol"], side, D(intent["quantity"]), "open", fee_asset="ETH")
         moved = ZERO
         pending = False
-        lst_amount, eth_amount = ZERO, ZERO
+        lst_amount, eth_amount, fees = ZERO, ZERO, ZERO
         last_hash: str | None = None
         for sub_cid, step in self._steps_of(cid):
             key = self._key(sub_cid)
@@ -1146,8 +1147,9 @@ class OnchainLeverageVenue(Venue):
             elif step in ("stake", "redeem"):
                 lst_amount += state.filled_quantity
                 eth_amount += state.filled_quantity * (state.average_price or ZERO)
+                fees += state.fee or ZERO  # the swap route's fee on a redemption, in ETH
         price = (eth_amount / lst_amount) if lst_amount else None
-        base = replace(base, filled_quantity=moved, average_price=price, venue_order_id=last_hash)
+        base = replace(base, filled_quantity=moved, average_price=price, venue_order_id=last_hash, fee=fees)
         final = intent.get("final")
         if pending or final is None:
             return replace(base, status="partially_filled" if moved > 0 else "open")
@@ -1162,6 +1164,7 @@ class OnchainLeverageVenue(Venue):
         if state.filled_quantity > 0 and state.venue_order_id:
             receipt_block = (await self.aave._read(self.aave.w3.eth.get_transaction_receipt(state.venue_order_id)))
             when = await self.aave._read(self.sender.block_timestamp(int(receipt_block["blockNumber"])))
+            # The loop's fill carries its steps' route fees: attributed as fees, not left in the gap.
             self._fills.append(Fill(state.venue_order_id, cid, self.name, state.symbol, state.side, state.filled_quantity,
-                                    state.average_price or ZERO, ZERO, "ETH", when))
+                                    state.average_price or ZERO, state.fee, "ETH", when))
         self._settled[cid] = state
