@@ -225,7 +225,7 @@ def orders(
 def stop(
     run_id: Optional[str] = typer.Argument(None, help="A run id or unique prefix."),
     all_: bool = typer.Option(False, "--all", help="Stop every running run."),
-    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for each acknowledgement."),
+    timeout: float = typer.Option(45.0, "--timeout", help="Seconds to wait for each acknowledgement (a venue whose cancels fail is retried for up to ~35 s)."),
     db: Optional[Path] = DbOption,
 ) -> None:
     """Ask a running engine to stop gracefully (cancel open orders, keep positions) and wait for its
@@ -256,7 +256,7 @@ def emergency_stop(
     run_id: str = typer.Argument(..., help="A run id or unique prefix."),
     reason: str = typer.Option(..., "--reason", help="Why; recorded with the run."),
     unwind: bool = typer.Option(False, "--unwind", help="Also close every position back to the share class."),
-    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for the acknowledgement."),
+    timeout: float = typer.Option(45.0, "--timeout", help="Seconds to wait for the acknowledgement (a venue whose cancels fail is retried for up to ~35 s)."),
     db: Optional[Path] = DbOption,
 ) -> None:
     """Halt a run now: no new orders, open orders cancelled, reason recorded; --unwind closes positions.

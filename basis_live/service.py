@@ -427,9 +427,13 @@ class LiveTradingService:
         if not math.isfinite(timeout) or timeout <= 0:
             raise RequestValidationError(f"{option} must be a finite number of seconds > 0, got {timeout}")
 
-    def _await_ack(self, store: Store, command_id: int, timeout: float) -> tuple[bool, str]:
+    def _await_ack(self, store: Store, command_id: int, timeout: float) -> tuple[bool, bool, str]:
+        """(acknowledged, carried out in full, the engine's message) once acknowledged or timed out.
+        Not in full: e.g. a stop whose cancel failed on a venue, where orders may still be open."""
         command = self._await_command(store, command_id, timeout)
-        return (True, command.ack_message or "") if command is not None else (False, "")
+        if command is None:
+            return False, False, ""
+        return True, command.ack_status == "done", command.ack_message or ""
 
     def _await_command(self, store: Store, command_id: int, timeout: float) -> "CommandRow | None":
         """The command once the engine acknowledged it, or None after ``timeout`` seconds."""
@@ -500,11 +504,11 @@ class LiveTradingService:
             assert store is not None
             command_id = store.enqueue_command(row.run_id, "stop", {"by": f"pid {os.getpid()}"})
             store.set_run_status(row.run_id, "stopping", only_if=("running",))
-            acked, message = self._await_ack(store, command_id, timeout)
+            acked, done, message = self._await_ack(store, command_id, timeout)
             elapsed = (time.monotonic() - started) * 1000
             if acked:
                 final = store.get_run(row.run_id)
-                results.append(StopResult(row.run_id, True, final.status if final else "stopped",
+                results.append(StopResult(row.run_id, done, final.status if final else "stopped",
                                           f"run {row.run_id} {message}", elapsed))
             else:
                 results.append(StopResult(row.run_id, False, "stopping",
@@ -536,7 +540,7 @@ class LiveTradingService:
                               f"run {row.run_id}: engine process {row.pid} is gone; marked emergency_stopped, "
                               "but no order was cancelled: act on the venues by hand")
         command_id = store.enqueue_command(row.run_id, "emergency_stop", {"reason": reason, "unwind": unwind})
-        acked, message = self._await_ack(store, command_id, timeout)
+        acked, done, message = self._await_ack(store, command_id, timeout)
         elapsed = (time.monotonic() - started) * 1000
         if not acked:
             return StopResult(row.run_id, False, "running",
@@ -544,7 +548,7 @@ class LiveTradingService:
                               f"(engine pid {row.pid} hung? it stays queued and happens if the engine resumes; "
                               "or kill it and check the venues)", elapsed)
         final = store.get_run(row.run_id)
-        return StopResult(row.run_id, True, final.status if final else "emergency_stopped",
+        return StopResult(row.run_id, done, final.status if final else "emergency_stopped",
                           f"run {row.run_id} {message}", elapsed)
 
     def health_check(self, max_heartbeat_age: float | None = None) -> HealthReport:

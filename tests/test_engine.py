@@ -544,3 +544,31 @@ def test_a_market_feed_outage_pauses_decisions_but_keeps_the_engine_and_its_watc
     assert resumed > 5  # ticks every simulated minute (1/60 s of wall time) again once data are back
     kinds = [event["kind"] for event in harness.store.list_events("t0000001", "feed.")]
     assert kinds == ["feed.unavailable", "feed.available"]
+
+
+@pytest.mark.parametrize("outage_seconds, acked_as", [(0.5, "done"), (None, "failed")])
+def test_an_emergency_stop_retries_a_failing_cancel_and_says_where_orders_may_remain(
+        tmp_path: Path, outage_seconds: float | None, acked_as: str) -> None:
+    async def scenario():  # type: ignore[no-untyped-def]
+        harness = await build(tmp_path, "btc_basis", "100000", days=1)
+        for _ in range(2):
+            await harness.engine.tick()
+        okx = harness.venues["okx"]
+        okx.faults.unavailable = True  # e.g. answering 503
+        if outage_seconds is not None:
+            asyncio.get_running_loop().call_later(outage_seconds, setattr, okx.faults, "unavailable", False)
+        command_id = harness.store.enqueue_command("t0000001", "emergency_stop", {"reason": "drill"})
+        await harness.engine.emergency_stop("drill", unwind=False, command_id=command_id)
+        return harness, harness.store.get_command(command_id)
+
+    harness, command = run(scenario())
+    assert command.ack_status == acked_as
+    kinds = [event["kind"] for event in harness.store.list_events("t0000001", "emergency.")]
+    if acked_as == "failed":
+        assert "CANCEL FAILED on okx" in command.ack_message and "act on the venue by hand" in command.ack_message
+        assert "emergency.cancel_failed" in kinds
+        # Three tries (a second, then three seconds apart), each logged.
+        assert len(harness.store.list_events("t0000001", "order.cancel_failed")) == 3
+    else:
+        assert "CANCEL FAILED" not in command.ack_message and "'okx': 0" in command.ack_message
+        assert "emergency.cancel_failed" not in kinds

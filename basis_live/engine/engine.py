@@ -27,7 +27,7 @@ from typing import Any, Callable, Protocol
 from basis_live.config import RunConfig
 from basis_live.engine.attribution import PnLAttribution
 from basis_live.engine.clock import SimClock, SteppedClock
-from basis_live.engine.orders import OrderManager
+from basis_live.engine.orders import OrderManager, cancel_failures
 from basis_live.engine.portfolio import PortfolioView, price_usdt, value_portfolio
 from basis_live.feeds.base import FeedError, MarketFeed, MarketSnapshot, next_funding_settlement
 from basis_live.modes.base import OrderIntent, StrategyMode
@@ -133,6 +133,7 @@ class EventDrivenStrategyEngine:
         self._halt_lock = asyncio.Lock()
         self._warned_once: set[str] = set()
         self._market_down_since: float | None = None  # monotonic time the market feed began failing
+        self._cancel_failed: set[str] = set()  # venues whose cancel-all failed at a stop
         #: Held while holdings are read and changed together (a tick, a reduce, a flow, an unwind): one
         #: actor trades at a time, and an account read never straddles a venue step half done (on
         #: chain: borrowed WETH not yet supplied). Not reentrant: taken only at those outer levels.
@@ -653,11 +654,21 @@ class EventDrivenStrategyEngine:
             if self.reduce_task is not None:
                 self.reduce_task.cancel()
             cancelled = await self.orders.cancel_all()
+            failed = cancel_failures(cancelled)
+            if failed:
+                self._cancel_failed.update(failed)
+                self.event("emergency.cancel_failed", f"emergency stop could not cancel the open orders on "
+                           f"{', '.join(failed)}: they may still be live there; act on the venue by hand",
+                           level="critical")
             if command_id is not None:
-                # The operator learns at once that trading is halted and orders are cancelled; an
-                # unwind (on chain: minutes of transactions) goes on, visible in status and events.
-                self.store.ack_command(command_id, "done", f"HALTED, open orders cancelled {cancelled}" +
-                                       ("; unwinding now (see basis-live status)" if unwind else ""))
+                # The operator learns at once that trading is halted and orders are cancelled (or on
+                # which venue they could not be); an unwind (on chain: minutes of transactions) goes
+                # on, visible in status and events.
+                self.store.ack_command(
+                    command_id, "failed" if failed else "done",
+                    f"HALTED, open orders cancelled {cancelled}" +
+                    (f"; CANCEL FAILED on {', '.join(failed)}: orders may still be open there, act on the venue "
+                     "by hand" if failed else "") + ("; unwinding now (see basis-live status)" if unwind else ""))
             async with self.trade_lock:
                 await self.checkpoint()
                 self.event("emergency.cancelled", f"emergency stop: cancelled open orders {cancelled}",
@@ -796,6 +807,12 @@ class EventDrivenStrategyEngine:
             cancelled = await self.orders.cancel_all()
             if any(cancelled.values()):
                 self.event("run.cancelled_orders", f"cancelled open orders on stop: {cancelled}")
+            self._cancel_failed.update(cancel_failures(cancelled))
+        if self._cancel_failed:
+            # Said where the operator looks: the run's reason, `status`, and the stop's answer.
+            reason = (f"{reason}; open orders may remain on {', '.join(sorted(self._cancel_failed))} (cancel "
+                      "failed): act on the venue by hand")
+            self.event("run.cancel_failed", reason, level="critical")
         with contextlib.suppress(Exception):
             view = await self.checkpoint()
             self.evaluate_risk(view)
@@ -805,7 +822,7 @@ class EventDrivenStrategyEngine:
         self.event(f"run.{status}", f"run {self.run_id} {status}: {reason}",
                    level="error" if status == "failed" else ("warning" if status == "emergency_stopped" else "info"))
         for command_id in self._pending_acks:
-            self.store.ack_command(command_id, "done", f"{status}: {reason}")
+            self.store.ack_command(command_id, "failed" if self._cancel_failed else "done", f"{status}: {reason}")
         for closable in (*self.venues.values(), self.feed):
             with contextlib.suppress(Exception):
                 await closable.close()

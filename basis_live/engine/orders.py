@@ -28,6 +28,7 @@ from basis_live.venues.base import (
     OrderState,
     Venue,
     VenueError,
+    one_line,
 )
 
 #: Order statuses that mean "may still be live on the venue".
@@ -41,6 +42,21 @@ class SubmitResult:
     client_order_id: str
     status: str  # filled | open | partially_filled | rejected | unknown | skipped
     reason: str | None = None
+
+
+#: Tries of a cancel-all per venue at a stop, and the waits between them (seconds).
+CANCEL_ATTEMPTS = 3
+CANCEL_RETRY_SECONDS = (1.0, 3.0)
+
+
+def _reason(exc: BaseException) -> str:
+    """A venue error as one short line (an exchange's 503 can carry a whole HTML page)."""
+    return one_line(exc) or type(exc).__name__
+
+
+def cancel_failures(cancelled: dict[str, int]) -> list[str]:
+    """Venues whose cancel-all failed (count -1): their open orders may still be live."""
+    return [name for name, count in cancelled.items() if count < 0]
 
 
 class OrderManager:
@@ -145,7 +161,7 @@ class OrderManager:
             self._unsettled_rows = None
             self.store.update_order(cid, status="rejected", reason=str(exc))
             self.event("order.rejected", f"{cid} {request.side} {request.quantity} {request.symbol} on "
-                       f"{request.venue} rejected: {exc}", level="warning")
+                       f"{request.venue} rejected: {_reason(exc)}", level="warning")
             return SubmitResult(cid, "rejected", str(exc))
         except (AmbiguousOrderError, asyncio.TimeoutError, VenueError) as exc:
             reason = str(exc) or "submit timed out"
@@ -162,7 +178,7 @@ class OrderManager:
         try:
             state = await self._call(request.venue, self.venues[request.venue].fetch_order(cid))
         except (asyncio.TimeoutError, VenueError) as exc:
-            return SubmitResult(cid, "unknown", f"reconcile failed: {exc or 'timeout'}")
+            return SubmitResult(cid, "unknown", f"reconcile failed: {_reason(exc)}")
         if state is None:
             if resent:
                 return SubmitResult(cid, "unknown", "absent after resend")
@@ -206,23 +222,31 @@ class OrderManager:
                 unsettled += 1
         return unsettled
 
-    async def cancel_all(self) -> dict[str, int]:
-        """Cancel every open order on every venue (in parallel); returns cancelled count per venue."""
+    async def cancel_all(self, attempts: int = CANCEL_ATTEMPTS) -> dict[str, int]:
+        """Cancel every open order on every venue (in parallel); returns the cancelled count per
+        venue, -1 for a venue whose cancel still failed after ``attempts`` tries (a second after the
+        first, then three: a 503 or a rate limit usually passes)."""
 
         async def one(name: str, venue: Venue) -> tuple[str, int]:
             try:
                 states = await self._call(name, venue.cancel_all_orders())
             except (asyncio.TimeoutError, VenueError) as exc:
-                self.event("order.cancel_failed", f"cancel-all on {name} failed: {exc or 'timeout'}", level="error")
+                self.event("order.cancel_failed", f"cancel-all on {name} failed: {_reason(exc)}", level="error")
                 return name, -1
             for state in states:
                 self._record_state(state)
             return name, len(states)
 
-        results = await asyncio.gather(*(one(n, v) for n, v in self.venues.items()))
+        results = dict(await asyncio.gather(*(one(n, v) for n, v in self.venues.items())))
+        for attempt in range(1, attempts):
+            failed = [name for name, count in results.items() if count < 0]
+            if not failed:
+                break
+            await asyncio.sleep(CANCEL_RETRY_SECONDS[min(attempt, len(CANCEL_RETRY_SECONDS)) - 1])
+            results.update(await asyncio.gather(*(one(n, self.venues[n]) for n in failed)))
         # Orders we sent but the venue never listed as open are settled by a reconcile.
         await self.reconcile_unsettled()
-        return dict(results)
+        return results
 
     async def cancel_stale(self, max_age_sim_seconds: float) -> int:
         """Cancel open orders older than ``max_age_sim_seconds`` of simulated time."""

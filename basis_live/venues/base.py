@@ -37,6 +37,12 @@ ZERO = Decimal(0)
 INVERSE_CONTRACT_USD = {"BTC": Decimal(100)}
 
 
+def one_line(text: object, limit: int = 300) -> str:
+    """An error text as one short line: an exchange's 502 can carry a whole HTML page."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+
+
 def inverse_contract_value(symbol: str) -> Decimal | None:
     """USD value of one contract when ``symbol`` is an inverse perp ("BTC/USD:BTC": quoted in USD,
     margined and settled in the base coin), else None (linear perps, spot, lending)."""

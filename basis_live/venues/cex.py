@@ -97,6 +97,7 @@ from basis_live.venues.base import (
     VenueAccount,
     VenueError,
     VenueUnavailable,
+    one_line,
 )
 
 log = logging.getLogger(__name__)
@@ -343,7 +344,7 @@ class CcxtVenue(Venue):
         except ccxt.BaseError as exc:
             raise refused(f"{self.name}: {what} refused: {type(exc).__name__}: {str(exc)[:300]}") from exc
         except Exception as exc:  # a bug in a parser must not look like a healthy venue
-            raise VenueUnavailable(f"{self.name}: {what} failed: {type(exc).__name__}: {exc}") from exc
+            raise VenueUnavailable(f"{self.name}: {what} failed: {type(exc).__name__}: {one_line(exc)}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- markets and instruments ---------------------------------------------------------------
@@ -481,7 +482,7 @@ class CcxtVenue(Venue):
             await self._ensure_ready()
             market = self._market(request.symbol)
         except VenueError as exc:  # nothing was sent
-            raise OrderRejected(f"{self.name}: {cid} not sent: {exc}") from exc
+            raise OrderRejected(f"{self.name}: {cid} not sent: {one_line(exc)}") from exc
         symbol = request.symbol
         amount, price = self._wire_amounts(request, market)
         params: dict[str, Any] = {"clientOrderId": cid}
@@ -528,7 +529,7 @@ class CcxtVenue(Venue):
             elif request.order_type != "market":
                 raise OrderRejected(f"{self.name}: {cid} order type {request.order_type} not supported")
         except ccxt.BaseError as exc:
-            raise OrderRejected(f"{self.name}: {cid} not sent: {exc}") from exc
+            raise OrderRejected(f"{self.name}: {cid} not sent: {one_line(exc)}") from exc
         if Decimal(text) * size != request.quantity:
             step = self._step(market["precision"].get("amount"), symbol, "amount") * size
             raise OrderRejected(f"{self.name}: {cid} quantity {request.quantity} {market['base']} is not a multiple "
