@@ -572,3 +572,20 @@ def test_an_emergency_stop_retries_a_failing_cancel_and_says_where_orders_may_re
     else:
         assert "CANCEL FAILED" not in command.ack_message and "'okx': 0" in command.ack_message
         assert "emergency.cancel_failed" not in kinds
+
+
+def test_an_unwind_that_cannot_close_everything_says_what_is_still_open(tmp_path: Path) -> None:
+    async def scenario():  # type: ignore[no-untyped-def]
+        harness = await build(tmp_path, "btc_basis", "100000", days=1)
+        for _ in range(2):
+            await harness.engine.tick()
+        harness.venues["okx"].faults.unavailable = True  # its short cannot be bought back
+        await harness.engine.emergency_stop("drill", unwind=True)
+        return harness
+
+    harness = run(scenario())
+    reason = harness.engine._final_reason
+    assert "unwind incomplete: still open perp -" in reason and "BTC/USDT:USDT@okx" in reason
+    assert "@binance" not in reason.split("unwind incomplete")[1]  # what could be closed was
+    kinds = [event["kind"] for event in harness.store.list_events("t0000001", "emergency.")]
+    assert "emergency.unwind_incomplete" in kinds and "emergency.unwound" not in kinds

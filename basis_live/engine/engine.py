@@ -134,6 +134,7 @@ class EventDrivenStrategyEngine:
         self._warned_once: set[str] = set()
         self._market_down_since: float | None = None  # monotonic time the market feed began failing
         self._cancel_failed: set[str] = set()  # venues whose cancel-all failed at a stop
+        self.unwind_left: str | None = None  # what an unwind could not close, said in the run's reason
         #: Held while holdings are read and changed together (a tick, a reduce, a flow, an unwind): one
         #: actor trades at a time, and an account read never straddles a venue step half done (on
         #: chain: borrowed WETH not yet supplied). Not reentrant: taken only at those outer levels.
@@ -675,6 +676,8 @@ class EventDrivenStrategyEngine:
                            level="warning", data={"cancelled": cancelled, "reason": reason})
                 if unwind:
                     await self.unwind()
+            if self.unwind_left:
+                reason = f"{reason}; {self.unwind_left}"
             self.request_stop(reason, status="emergency_stopped")
             # request_stop keeps the first reason; an emergency overrides a pending graceful stop.
             self._final_status, self._final_reason = "emergency_stopped", reason
@@ -696,6 +699,15 @@ class EventDrivenStrategyEngine:
             self.event("emergency.unwind_incomplete", f"unwind still has steps after {max_rounds} rounds",
                        level="error")
         view = await self.checkpoint()
+        # What is still open, read from the venues (not inferred from exposure: debt against
+        # collateral of the same asset nets to no exposure but is very much a position).
+        left = [f"{p.kind} {_q(p.quantity)} {p.symbol}@{venue}" for venue, account in view.accounts.items()
+                for p in account.positions if p.quantity and p.kind in ("supply", "debt", "perp", "stake")]
+        if left:
+            hf = f", health factor {view.health_factor:.4f}" if view.health_factor is not None else ""
+            self.unwind_left = f"unwind incomplete: still open {', '.join(left)}{hf}; act on the venues by hand"
+            self.event("emergency.unwind_incomplete", self.unwind_left, level="critical")
+            return
         self.event("emergency.unwound", f"unwind done: equity {_q(view.equity)} {self.strategy.share_class}, "
                    f"gross exposure {_q(view.gross_exposure)}", level="warning")
 
