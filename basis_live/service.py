@@ -59,6 +59,9 @@ class HealthReport:
 
 #: Seconds a queued command may wait for the engine before `health` calls the run unhealthy.
 COMMAND_ACK_LIMIT = 30.0
+#: How long after a live run ended badly (failed; a stop that could not cancel or unwind everything)
+#: `health` keeps reporting it, unless a later live run of the same mode and environment took over.
+UNATTENDED_WINDOW_SECONDS = 24 * 3600.0
 
 
 def _num(value: str | None) -> float | None:
@@ -553,7 +556,8 @@ class LiveTradingService:
 
     def health_check(self, max_heartbeat_age: float | None = None) -> HealthReport:
         """Healthy only when every running run has a live process, a fresh heartbeat, a strategy
-        loop that still ticks, no command left unacknowledged and no unhandled breach."""
+        loop that still ticks, no command left unacknowledged and no unhandled breach, and no live
+        run ended badly in the last day with nothing taking over its positions."""
         from basis_live.risk.limits import unhandled_breaches
 
         if max_heartbeat_age is not None:
@@ -599,4 +603,30 @@ class LiveTradingService:
                                 f"limit {breach['limit']:.6g} (policy {breach['policy']})")
             for venue in (row.risk or {}).get("degraded_venues", []):
                 problems.append(f"{label}: venue {venue} is degraded (LT-004)")
+        if store is not None:
+            problems.extend(self._unattended_live_runs(store, now))
         return HealthReport(not problems, problems, runs, iso(now) or "")
+
+    @staticmethod
+    def _unattended_live_runs(store: Store, now: datetime) -> list[str]:
+        """Live runs that ended in the last UNATTENDED_WINDOW_SECONDS in a way that can leave money on
+        the venues unwatched (failed; or a stop that could not cancel or unwind everything) and that
+        no later live run of the same mode and environment has taken over (a new start adopts them)."""
+        problems = []
+        ended = [row for row in store.list_runs(("failed", "emergency_stopped", "stopped"))
+                 if row.execution_mode == "live" and row.stopped_at is not None]
+        live_starts = [row for row in store.list_runs() if row.execution_mode == "live"]
+        for row in ended:
+            stopped = parse_iso(row.stopped_at)
+            if stopped is None or (now - stopped).total_seconds() > UNATTENDED_WINDOW_SECONDS:
+                continue
+            if row.status != "failed" and "act on the venue" not in (row.stop_reason or ""):
+                continue
+            if any(later.mode == row.mode and later.environment == row.environment and later.created_at > row.stopped_at
+                   for later in live_starts):
+                continue
+            problems.append(f"live run {row.run_id} ({row.strategy_name}) ended {row.status} "
+                            f"{(now - stopped).total_seconds() / 60:.0f} min ago and nothing has taken over its "
+                            f"positions: {row.stop_reason or 'no reason recorded'}; check the venues, or start it "
+                            "again to adopt them")
+        return problems

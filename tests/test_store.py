@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -217,3 +218,29 @@ def test_chain_journal_keeps_signed_transactions_and_intents_across_reopen(tmp_p
     assert reopened.intent_keys("aave_v3/") == ["aave_v3/bl1"]
     assert reopened.intent_keys("AAVE_V3/") == []
     assert reopened.intent_keys() == ["aave_v3/bl1", "aave_v3_x/bl9"]
+
+
+def test_health_reports_a_live_run_that_ended_badly_until_a_new_live_run_takes_over(tmp_path: Path) -> None:
+    from basis_live.service import LiveTradingService
+
+    path = tmp_path / "state.db"
+    store = _open(path)
+
+    def live_run(run_id: str, status: str, reason: str, mode: str = "btc_basis") -> None:
+        store.insert_run(run_id=run_id, strategy_name=mode, mode=mode, share_class="USDT", initial_capital="1000",
+                         execution_mode="live", environment="dev", feed_label="LIVE", request={}, config={}, pid=1,
+                         host="h", pid_start=None, heartbeat_timeout=300)
+        store.set_run_status(run_id, status, reason)
+
+    live_run("aaaa0001", "stopped", "stopped by operator")  # a clean stop: nothing to report
+    live_run("aaaa0002", "failed", "engine task market failed: FeedError('...')")
+    live_run("aaaa0003", "emergency_stopped", "drill; open orders may remain on okx (cancel failed): act on the "
+                                              "venue by hand", mode="eth_basis")
+    service = LiveTradingService(path)
+    report = service.health_check()
+    assert not report.healthy
+    assert [p.split(" ")[2] for p in report.problems] == ["aaaa0002", "aaaa0003"]
+    assert "ended failed" in report.problems[0] and "start it again to adopt them" in report.problems[0]
+    time.sleep(0.002)  # created_at has millisecond resolution
+    live_run("aaaa0004", "stopped", "stopped by operator")  # a later btc_basis live run adopted them
+    assert [p.split(" ")[2] for p in service.health_check().problems] == ["aaaa0003"]
