@@ -473,7 +473,11 @@ class EventDrivenStrategyEngine:
             # fast paper run) would pay only the first: show it the market at each one in between.
             moment = next_funding_settlement(previous.timestamp)
             while moment < snapshot.timestamp:
-                self._publish(await self.feed.snapshot_at(moment))
+                try:
+                    between = await self.feed.snapshot_at(moment)
+                except FeedError:
+                    break  # a network feed that cannot answer now: settle on the step's own snapshot
+                self._publish(between)
                 moment = next_funding_settlement(moment)
         self._publish(snapshot)
 
