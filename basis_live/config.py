@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from basis_live.errors import ConfigError, RequestValidationError
 from basis_live.modes.catalog import MODES
+from basis_live.textfiles import not_utf8, read_utf8
 
 ShareClass = Literal["USDT", "ETH", "BTC"]
 Policy = Literal["warn", "reduce", "emergency_stop"]
@@ -438,9 +439,9 @@ class ConfigManager:
         found = self.find(name)
         assert found.path is not None
         try:
-            data = yaml.safe_load(found.path.read_text(encoding="utf-8"))
+            data = yaml.safe_load(read_utf8(found.path))
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"{found.path}: not UTF-8 text (byte at offset {exc.start}); save it as UTF-8") from None
+            raise ConfigError(f"{found.path}: {not_utf8(exc)}; save it as UTF-8") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""

@@ -102,18 +102,18 @@ def _read(path: Path | None, text: str | None = None, source: str | None = None)
     """Parse and validate a networks file; every problem is one ConfigError line naming ``source``."""
     import yaml
 
+    from basis_live.textfiles import not_utf8, read_utf8
+
     source = source or (str(path) if path is not None else "shipped networks.yaml")
     try:
         if text is None:
             assert path is not None
             if path.is_dir():
                 raise ConfigError(f"{source}: is a directory, not a networks YAML file")
-            text = path.read_bytes().decode("utf-8")
+            text = read_utf8(path)
         data = yaml.safe_load(text)
     except UnicodeDecodeError as exc:
-        line = exc.object.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{source}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at line {line}); "
-                          f"save it as UTF-8") from None
+        raise ConfigError(f"{source}: {not_utf8(exc)}; save it as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"{source}: unreadable: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:

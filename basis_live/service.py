@@ -613,9 +613,8 @@ class LiveTradingService:
         the venues unwatched (failed; or a stop that could not cancel or unwind everything) and that
         no later live run of the same mode and environment has taken over (a new start adopts them)."""
         problems = []
-        ended = [row for row in store.list_runs(("failed", "emergency_stopped", "stopped"))
-                 if row.execution_mode == "live" and row.stopped_at is not None]
-        live_starts = [row for row in store.list_runs() if row.execution_mode == "live"]
+        live = [row for row in store.list_runs() if row.execution_mode == "live"]
+        ended = [row for row in live if row.status in ("failed", "emergency_stopped", "stopped") and row.stopped_at]
         for row in ended:
             stopped = parse_iso(row.stopped_at)
             if stopped is None or (now - stopped).total_seconds() > UNATTENDED_WINDOW_SECONDS:
@@ -623,7 +622,7 @@ class LiveTradingService:
             if row.status != "failed" and "act on the venue" not in (row.stop_reason or ""):
                 continue
             if any(later.mode == row.mode and later.environment == row.environment and later.created_at > row.stopped_at
-                   for later in live_starts):
+                   for later in live):
                 continue
             problems.append(f"live run {row.run_id} ({row.strategy_name}) ended {row.status} "
                             f"{(now - stopped).total_seconds() / 60:.0f} min ago and nothing has taken over its "

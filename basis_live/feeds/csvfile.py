@@ -3,30 +3,12 @@ lines anywhere, a header row. Shared by the replay series and the seasonal-rewar
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 from pathlib import Path
 
 from basis_live.feeds.base import FeedError
-
-
-def not_utf8(exc: UnicodeDecodeError) -> str:
-    """"not UTF-8 text (byte 0xff at line 3)" for a decode error of a whole file's bytes."""
-    data = exc.object
-    if isinstance(data, (bytes, bytearray)) and 0 <= exc.start < len(data):
-        line = data.count(b"\n", 0, exc.start) + 1
-        return f"not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line})"
-    return "not UTF-8 text"
-
-
-def read_utf8(path: Path) -> str:
-    """The whole file as text (a UTF-8 byte-order mark dropped). Raises OSError, or
-    UnicodeDecodeError whose ``object`` is the whole file (see ``not_utf8``)."""
-    data = path.read_bytes()
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
-    return data.decode("utf-8")
+from basis_live.textfiles import not_utf8, read_utf8
 
 
 def read_commented_csv(path: Path, what: str) -> tuple[list[str], list[list[str]], list[int]]:

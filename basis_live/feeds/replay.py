@@ -132,8 +132,9 @@ from basis_live.feeds.base import (
     TimeOutOfRange,
     utc,
 )
-from basis_live.feeds.csvfile import not_utf8, read_commented_csv, read_utf8
+from basis_live.feeds.csvfile import read_commented_csv
 from basis_live.feeds.rewards import RewardCalendar, RewardTableSpec, load_reward_table, reward_table_spec
+from basis_live.textfiles import not_utf8, read_utf8
 
 log = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ def load_signals(source: str) -> list[Signal]:
         signals = [_parse(row, f"{shown} item {n}") for n, row in enumerate(rows, 1)]
     else:
         path = Path(source).expanduser()
-        from basis_live.feeds.csvfile import not_utf8, read_utf8
+        from basis_live.textfiles import not_utf8, read_utf8
 
         try:
             text = read_utf8(path)
