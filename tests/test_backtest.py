@@ -348,3 +348,20 @@ def test_a_small_pure_lending_account_keeps_its_gas_and_never_goes_below_zero(cl
                                  (summary["run_id"],)).fetchone()[0])
     wallet = next(p for p in last if p["venue"] == "wallet" and p["symbol"] == "USDT")
     assert float(wallet["quantity"]) > 1
+
+
+def test_an_order_the_venue_keeps_rejecting_is_retried_with_backoff_not_every_tick(cli: Cli) -> None:
+    import sqlite3
+
+    # 0.01 ETH cannot pay the gas of a stake on most days: the paper chain refuses it.
+    summary = json.loads(cli.run("backtest", "eth_staking_only", "--capital", "0.01", "--start", "2025-01-01",
+                                 "--end", "2025-02-01", "--risk", "max_drawdown=0.9", "--json").stdout)
+    assert summary["status"] == "completed" and summary["ticks"] == 31 * 24 + 1
+    db = sqlite3.connect(cli.db)
+    rejected = [row[0] for row in db.execute(
+        "SELECT sim_time FROM orders WHERE run_id = ? AND status = 'rejected' ORDER BY rowid", (summary["run_id"],))]
+    # Each try waits twice as long as the last (one monitoring interval, 60 s, at first) up to a day:
+    # 122 hourly rejections without the backoff before gas was cheap enough.
+    assert 3 <= len(rejected) <= 40
+    assert db.execute("SELECT COUNT(*) FROM events WHERE run_id = ? AND kind = 'order.backoff'",
+                      (summary["run_id"],)).fetchone()[0] >= 1

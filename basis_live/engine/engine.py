@@ -36,6 +36,11 @@ from basis_live.store import RunFigures, SnapshotRow, Store, is_locked, iso, utc
 from basis_live.venues.base import ZERO, Venue, VenueAccount, VenueError, inverse_contract_value
 
 ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
+#: After a venue rejects the same (venue, symbol, side) again, it waits one monitoring interval before
+#: the next try, then twice that, and so on up to REJECT_BACKOFF_MAX_SECONDS (a first rejection is
+#: retried at the next tick: a momentary shortfall passes). Risk reductions and unwinds never wait.
+REJECT_BACKOFF_MAX_SECONDS = 86_400.0
+URGENT_PURPOSES = ("risk_reduce", "unwind", "exit_full")
 #: Simulated seconds between two events of a condition that lasts (see ``_repeated_event``).
 REPEAT_LOG_SECONDS = 86_400
 #: Snapshot rows a backtest writes per transaction (see ``record_snapshot``).
@@ -135,6 +140,8 @@ class EventDrivenStrategyEngine:
         self._market_down_since: float | None = None  # monotonic time the market feed began failing
         self._cancel_failed: set[str] = set()  # venues whose cancel-all failed at a stop
         self.unwind_left: str | None = None  # what an unwind could not close, said in the run's reason
+        #: (venue, symbol, side) -> (not before this sim time, consecutive rejections): see execute.
+        self._rejected: dict[tuple[str, str, str], tuple[datetime, int]] = {}
         #: Held while holdings are read and changed together (a tick, a reduce, a flow, an unwind): one
         #: actor trades at a time, and an account read never straddles a venue step half done (on
         #: chain: borrowed WETH not yet supplied). Not reentrant: taken only at those outer levels.
@@ -395,6 +402,12 @@ class EventDrivenStrategyEngine:
                 self._repeated_event(("degraded", *key), "order.blocked", f"{intent.venue} is degraded; "
                                      f"{intent.purpose} order not sent", level="warning")
                 continue
+            backoff = self._rejected.get(key)
+            if backoff is not None and intent.purpose not in URGENT_PURPOSES and self.sim_now() < backoff[0]:
+                self._repeated_event(("rejected", *key), "order.backoff", f"{intent.purpose} {intent.side} "
+                                     f"{intent.symbol} on {intent.venue} not sent: the venue rejected the last "
+                                     f"{backoff[1]} in a row; next try at {iso(backoff[0])}")
+                continue
             mark = self._mark(intent)
             order_type, price = "market", None
             # Unwinds and risk reductions take liquidity: getting out matters more than the fee.
@@ -406,6 +419,15 @@ class EventDrivenStrategyEngine:
                 intent.venue, intent.symbol, intent.side, intent.quantity, order_type=order_type, price=price,
                 reduce_only=intent.reduce_only, purpose=intent.purpose, mark=mark,
             )
+            if result.status == "rejected":
+                # A venue that keeps refusing an order (funds, gas, limits) would be sent it every
+                # tick (a month of a too-small account: 1,600 rejections): back off exponentially.
+                count = (self._rejected[key][1] + 1) if key in self._rejected else 1
+                wait = 0.0 if count == 1 else min(self.strategy.monitoring_interval * 2 ** (count - 2),
+                                                  REJECT_BACKOFF_MAX_SECONDS)
+                self._rejected[key] = (self.sim_now() + _seconds(wait), count)
+            elif result.status != "skipped":
+                self._rejected.pop(key, None)
             if result.status != "skipped":
                 sent += 1
                 self._repeat_logged.pop(("skipped", *key), None)
