@@ -127,6 +127,8 @@ def backtest(
         _print_json({"status": outcome.status, "reason": outcome.reason, **outcome.summary})
     else:
         render_backtest(outcome)
+    if outcome.status == "emergency_stopped":
+        raise typer.Exit(EXIT_HALTED)  # as for `start`: the watchdog (or an operator) stopped it
     if outcome.status == "failed":
         raise typer.Exit(EXIT_FAILURE)
 

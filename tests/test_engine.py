@@ -589,3 +589,25 @@ def test_an_unwind_that_cannot_close_everything_says_what_is_still_open(tmp_path
     assert "@binance" not in reason.split("unwind incomplete")[1]  # what could be closed was
     kinds = [event["kind"] for event in harness.store.list_events("t0000001", "emergency.")]
     assert "emergency.unwind_incomplete" in kinds and "emergency.unwound" not in kinds
+
+
+@pytest.mark.parametrize("capital", ["10", "100"])
+def test_an_eth_leveraged_book_keeps_the_gas_its_emergency_unwind_needs(tmp_path: Path, capital: str) -> None:
+    async def scenario():  # type: ignore[no-untyped-def]
+        harness = await build(tmp_path, "eth_leveraged", capital, days=5)
+        engine, feed = harness.engine, harness.feed
+        for minute in range(0, 8 * 60, 3):  # the entry's stake, supply and loop pay gas from the reserve
+            await engine.publish(await feed.snapshot_at(feed.start + timedelta(minutes=minute)))
+            await engine.tick()
+        # The emergency comes when the network is busy: 40 gwei against ~2-4 gwei at entry.
+        feed.transform = lambda snap: dataclasses.replace(snap, gas_price_gwei=40.0)
+        await engine.publish(await feed.snapshot_at(feed.start + timedelta(hours=8)))
+        await engine.emergency_stop("drill", unwind=True)
+        return harness
+
+    harness = run(scenario())
+    engine = harness.engine
+    assert engine.unwind_left is None, engine.unwind_left
+    view = engine.view
+    assert view.position_quantity("aave_v3", "WETH-debt") == 0 and view.position_quantity("aave_v3", "weETH") == 0
+    assert view.balance("wallet", "weETH") == 0 and view.balance("wallet", "ETH") > 0

@@ -729,6 +729,10 @@ class EventDrivenStrategyEngine:
         # collateral of the same asset nets to no exposure but is very much a position).
         left = [f"{p.kind} {_q(p.quantity)} {p.symbol}@{venue}" for venue, account in view.accounts.items()
                 for p in account.positions if p.quantity and p.kind in ("supply", "debt", "perp", "stake")]
+        # And what the mode would still do (e.g. an LST left in the wallet because its redemption
+        # was refused): an LST in an ETH share class is no exposure either, but it is not unwound.
+        left += [f"to {i.side} {_q(i.quantity)} {i.symbol}@{i.venue}" for batch in self.mode.unwind(view)[:1]
+                 for i in batch if not self.orders.below_minimum(i.venue, i.symbol, i.quantity, self._mark(i))]
         if left:
             hf = f", health factor {view.health_factor:.4f}" if view.health_factor is not None else ""
             self.unwind_left = f"unwind incomplete: still open {', '.join(left)}{hf}; act on the venues by hand"

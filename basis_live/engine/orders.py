@@ -121,6 +121,15 @@ class OrderManager:
         # (binance 36, okx 32, bybit 36 characters).
         return f"bl{self.run_id}{next(self._seq):06d}"
 
+    def below_minimum(self, venue: str, symbol: str, quantity: Decimal, price: Decimal) -> str | None:
+        """Why an order of ``quantity`` (rounded to the venue's step) at ``price`` would not be sent
+        (a venue minimum, or nothing left after rounding); None when it would."""
+        instrument = self.instruments[venue].get(symbol)
+        if instrument is None:
+            return f"{venue} has no instrument {symbol}"
+        quantity = instrument.round_quantity(quantity)
+        return "quantity rounds to zero" if quantity <= 0 else instrument.check_minimums(quantity, price)
+
     async def submit(
         self,
         venue: str,
@@ -140,7 +149,7 @@ class OrderManager:
         quantity = instrument.round_quantity(quantity)
         if price is not None:
             price = instrument.round_price(price)
-        problem = "quantity rounds to zero" if quantity <= 0 else instrument.check_minimums(quantity, price or mark)
+        problem = self.below_minimum(venue, symbol, quantity, price or mark)
         if problem:
             return SubmitResult("", "skipped", problem)
         cid = self.next_client_order_id()

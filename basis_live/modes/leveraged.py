@@ -17,10 +17,15 @@ from basis_live.engine.portfolio import PortfolioView
 from basis_live.feeds.base import MarketSnapshot
 from basis_live.modes.base import OrderIntent, StrategyMode
 from basis_live.modes.rewards import sell_dust, with_reward_sales
-from basis_live.modes.staking import GAS_RESERVE_CAP, GAS_RESERVE_FRACTION, STAKING_VENUE
+from basis_live.modes.staking import STAKING_VENUE, eth_gas_reserve
 
 #: A health-factor reduce step delevers to this multiple of the configured HF floor.
 REDUCE_TO_HF_MULTIPLE = Decimal("1.03")
+
+
+#: What an emergency unwind of the loop sends: the delever loop, the last withdrawal, the redemption
+#: and a reward-token sale (sizes the wallet's gas reserve).
+UNWIND_OPERATIONS = ("leverage", "withdraw", "unstake", "swap")
 
 
 class Leveraged(StrategyMode):
@@ -47,7 +52,7 @@ class Leveraged(StrategyMode):
     def decide(self, view: PortfolioView) -> list[OrderIntent]:
         if view.equity <= 0:
             return []
-        reserve = min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION)
+        reserve = eth_gas_reserve(view, self.config, UNWIND_OPERATIONS)
         sales, _ = sell_dust(view, self.config)
         return sales + self.lever(view, view.equity, view.balance("wallet", "ETH") - reserve)
 
@@ -113,7 +118,7 @@ class Leveraged(StrategyMode):
         target_debt = book_eth * (1 - fraction) * self.target_ltv / (1 - self.target_ltv)
         if debt > target_debt:
             intents.append(OrderIntent("aave_v3", f"{self.lst}-loop", "sell", debt - target_debt, "exit_partial", True))
-        reserve = min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION) if self.config.share_class == "ETH" else 0
+        reserve = eth_gas_reserve(view, self.config, UNWIND_OPERATIONS) if self.config.share_class == "ETH" else 0
         missing = wanted - max(view.balance("wallet", "ETH") - reserve, Decimal(0))
         wallet_lst = view.balance("wallet", self.lst)
         from_wallet = min(wallet_lst, max(missing, Decimal(0)) / rate)

@@ -6,15 +6,33 @@ drops: ``sell_dust`` sells them for ETH (``modes.rewards``), which is staked wit
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from basis_live.engine.portfolio import PortfolioView
 from basis_live.feeds.base import MarketSnapshot
 from basis_live.modes.base import OrderIntent, StrategyMode
 from basis_live.modes.rewards import sell_dust, with_reward_sales
 
+if TYPE_CHECKING:
+    from basis_live.config import StrategyConfig
+
 #: ETH kept for gas: 1 % of equity, at most 0.05 ETH.
 GAS_RESERVE_FRACTION = Decimal("0.01")
 GAS_RESERVE_CAP = Decimal("0.05")
+#: The gas price (gwei) an ETH book's reserve is sized for, at least: an emergency unwind is often
+#: needed when the network is busy, and a wallet that cannot pay gas cannot get out.
+UNWIND_GAS_GWEI = Decimal(50)
+#: ... but never more than this share of equity (a very small account is not all reserve).
+GAS_RESERVE_MAX_FRACTION = Decimal("0.05")
+
+
+def eth_gas_reserve(view: PortfolioView, config: StrategyConfig, unwind_operations: tuple[str, ...]) -> Decimal:
+    """ETH the wallet keeps for gas: 1 % of equity up to 0.05 ETH, and at least the gas of the mode's
+    unwind operations at max(today's gas price, UNWIND_GAS_GWEI), capped at 5 % of equity."""
+    units = sum((Decimal(config.execution.gas_units.get(op, 250_000)) for op in unwind_operations), Decimal(0))
+    gwei = max(Decimal(repr(view.market.gas_price_gwei)), UNWIND_GAS_GWEI)
+    unwind_gas = min(units * gwei * Decimal("1e-9"), view.equity * GAS_RESERVE_MAX_FRACTION)
+    return max(min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION), unwind_gas)
 STAKING_VENUE = {"weETH": "etherfi", "wstETH": "lido"}
 
 
@@ -34,7 +52,7 @@ class StakingOnly(StrategyMode):
 
     def decide(self, view: PortfolioView) -> list[OrderIntent]:
         intents, _ = sell_dust(view, self.config)
-        reserve = min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION)
+        reserve = eth_gas_reserve(view, self.config, ("unstake", "swap"))
         idle = view.balance("wallet", "ETH") - reserve
         if view.equity <= 0 or idle <= 0 or idle / view.equity <= Decimal(repr(self.config.position_deviation_threshold)):
             return intents
