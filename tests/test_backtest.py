@@ -45,6 +45,7 @@ def test_backtest_is_deterministic(cli: Cli) -> None:
 def test_a_crash_in_a_backtest_trips_the_same_watchdog_policy(cli: Cli) -> None:
     result = cli.run("backtest", "btc_basis", "--capital", "100000", "--scenario", "crash", "--end", "2025-01-03",
                      "--step", "300", "--risk", "max_drawdown=0.01", "--json")
+    assert result.returncode == 3  # as for `start`: the run ended in an emergency stop
     summary = json.loads(result.stdout)
     assert summary["status"] == "emergency_stopped"
     assert "max_drawdown" in summary["reason"]
