@@ -447,6 +447,13 @@ class EventDrivenStrategyEngine:
             self._repeat_logged[key] = now
             self.event(kind, message, level=level)
 
+    def _dust(self, intent: OrderIntent) -> bool:
+        """Whether the venue would not take ``intent`` at all (below its minimum after rounding)."""
+        try:
+            return self.orders.below_minimum(intent.venue, intent.symbol, intent.quantity, self._mark(intent)) is not None
+        except KeyError:  # no price for it in this market: not known to be dust
+            return False
+
     def _mark(self, intent: OrderIntent) -> Decimal:
         assert self.market is not None
         base = intent.symbol.split("/")[0].split("-")[0]
@@ -732,7 +739,7 @@ class EventDrivenStrategyEngine:
         # And what the mode would still do (e.g. an LST left in the wallet because its redemption
         # was refused): an LST in an ETH share class is no exposure either, but it is not unwound.
         left += [f"to {i.side} {_q(i.quantity)} {i.symbol}@{i.venue}" for batch in self.mode.unwind(view)[:1]
-                 for i in batch if not self.orders.below_minimum(i.venue, i.symbol, i.quantity, self._mark(i))]
+                 for i in batch if not self._dust(i)]
         if left:
             hf = f", health factor {view.health_factor:.4f}" if view.health_factor is not None else ""
             self.unwind_left = f"unwind incomplete: still open {', '.join(left)}{hf}; act on the venues by hand"
