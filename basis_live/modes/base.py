@@ -33,6 +33,14 @@ class OrderIntent:
     reduce_only: bool = False  # sent to the venue as reduce-only (perps)
 
 
+def gas_eth(config: StrategyConfig, market: MarketSnapshot, operations: tuple[str, ...],
+            floor_gwei: Decimal = Decimal(0)) -> Decimal:
+    """What ``operations`` cost in gas (ETH) by the strategy's ``execution.gas_units``, at
+    max(``market``'s gas price, ``floor_gwei``): what a mode keeps in its wallet to be able to get out."""
+    units = sum((Decimal(config.execution.gas_units.get(op, 250_000)) for op in operations), Decimal(0))
+    return units * max(Decimal(repr(market.gas_price_gwei)), floor_gwei) * Decimal("1e-9")
+
+
 class StrategyMode(abc.ABC):
     """One mode of MODES.md. ``initial_funding`` says where paper capital sits at the start."""
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from basis_live.engine.portfolio import PortfolioView
 from basis_live.feeds.base import MarketSnapshot
-from basis_live.modes.base import OrderIntent, StrategyMode
+from basis_live.modes.base import OrderIntent, StrategyMode, gas_eth
 
 #: USDT kept in the wallet to pay gas (paper gas is charged in USDT when the wallet holds no ETH):
 #: 1% of equity, at most 100 USDT.
@@ -24,10 +24,7 @@ class PureLending(StrategyMode):
     def _reserve(self, view: PortfolioView) -> Decimal:
         """1 % of equity (at most 100 USDT), and never less than the gas of one supply and one
         withdrawal at today's gas price: a small account must still be able to get out."""
-        market = view.market
-        units = sum((Decimal(self.config.execution.gas_units.get(op, 250_000)) for op in ("supply", "withdraw")),
-                    Decimal(0))
-        gas = units * market.decimal("spot", "ETH") * Decimal(repr(market.gas_price_gwei)) * Decimal("1e-9")
+        gas = gas_eth(self.config, view.market, ("supply", "withdraw")) * view.market.decimal("spot", "ETH")
         return max(min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION), gas)
 
     def decide(self, view: PortfolioView) -> list[OrderIntent]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from basis_live.errors import ConfigError
+from basis_live.textfiles import not_utf8, read_utf8
 
 Direction = Literal["long", "short", "neutral"]
 
@@ -65,8 +66,6 @@ def load_signals(source: str) -> list[Signal]:
         signals = [_parse(row, f"{shown} item {n}") for n, row in enumerate(rows, 1)]
     else:
         path = Path(source).expanduser()
-        from basis_live.textfiles import not_utf8, read_utf8
-
         try:
             text = read_utf8(path)
         except UnicodeDecodeError as exc:

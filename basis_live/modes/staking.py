@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from basis_live.engine.portfolio import PortfolioView
 from basis_live.feeds.base import MarketSnapshot
-from basis_live.modes.base import OrderIntent, StrategyMode
+from basis_live.modes.base import OrderIntent, StrategyMode, gas_eth
 from basis_live.modes.rewards import sell_dust, with_reward_sales
 
 if TYPE_CHECKING:
@@ -29,10 +29,11 @@ GAS_RESERVE_MAX_FRACTION = Decimal("0.05")
 def eth_gas_reserve(view: PortfolioView, config: StrategyConfig, unwind_operations: tuple[str, ...]) -> Decimal:
     """ETH the wallet keeps for gas: 1 % of equity up to 0.05 ETH, and at least the gas of the mode's
     unwind operations at max(today's gas price, UNWIND_GAS_GWEI), capped at 5 % of equity."""
-    units = sum((Decimal(config.execution.gas_units.get(op, 250_000)) for op in unwind_operations), Decimal(0))
-    gwei = max(Decimal(repr(view.market.gas_price_gwei)), UNWIND_GAS_GWEI)
-    unwind_gas = min(units * gwei * Decimal("1e-9"), view.equity * GAS_RESERVE_MAX_FRACTION)
+    unwind_gas = min(gas_eth(config, view.market, unwind_operations, UNWIND_GAS_GWEI),
+                     view.equity * GAS_RESERVE_MAX_FRACTION)
     return max(min(GAS_RESERVE_CAP, view.equity * GAS_RESERVE_FRACTION), unwind_gas)
+
+
 STAKING_VENUE = {"weETH": "etherfi", "wstETH": "lido"}
 
 

@@ -548,14 +548,20 @@ class PaperChain:
     def fund(self, asset: str, amount: Decimal) -> None:
         self.balances[asset] = self.balances.get(asset, ZERO) + amount
 
+    def _eth_cost(self, operation: str) -> Decimal:
+        """The gas of ``operation`` in ETH at the current gas price (whole wei)."""
+        m = self.market
+        assert m is not None
+        units = D(self.gas_units.get(operation, 250_000))
+        return (_d(m.gas_price_gwei) * units * D("1e-9")).quantize(D("1e-18"))
+
     def _gas(self, operation: str, spending: dict[str, Decimal] | None = None) -> tuple[Decimal, str] | None:
         """(amount, asset) the gas of ``operation`` costs once ``spending`` has left the wallet: ETH
         when enough is left, else its USDT value; None when neither covers it."""
         m = self.market
         assert m is not None
         spending = spending or {}
-        units = D(self.gas_units.get(operation, 250_000))
-        eth_cost = (_d(m.gas_price_gwei) * units * D("1e-9")).quantize(D("1e-18"))
+        eth_cost = self._eth_cost(operation)
         if self.balances.get("ETH", ZERO) - spending.get("ETH", ZERO) >= eth_cost:
             return eth_cost, "ETH"
         usdt_cost = (eth_cost * _d(m.spot["ETH"])).quantize(D("0.000001"))
@@ -568,13 +574,10 @@ class PaperChain:
         chain, a transaction the sender cannot pay gas for is never executed."""
         if self._gas(operation, spending) is not None:
             return None
-        m = self.market
-        assert m is not None
-        units = D(self.gas_units.get(operation, 250_000))
-        eth_cost = (_d(m.gas_price_gwei) * units * D("1e-9")).quantize(D("1e-18"))
-        return (f"insufficient funds for gas: {operation} needs {eth_cost} ETH (or its USDT value) and the wallet "
-                f"would hold {self.balances.get('ETH', ZERO) - (spending or {}).get('ETH', ZERO)} ETH, "
-                f"{self.balances.get('USDT', ZERO) - (spending or {}).get('USDT', ZERO)} USDT")
+        spending = spending or {}
+        return (f"insufficient funds for gas: {operation} needs {self._eth_cost(operation)} ETH (or its USDT value) "
+                f"and the wallet would hold {self.balances.get('ETH', ZERO) - spending.get('ETH', ZERO)} ETH, "
+                f"{self.balances.get('USDT', ZERO) - spending.get('USDT', ZERO)} USDT")
 
     def pay_gas(self, operation: str, venue: _PaperBase) -> tuple[Decimal, str]:
         """Charge gas for one operation (checked beforehand with ``gas_problem``); returns (amount, asset)."""
