@@ -7,7 +7,6 @@ with its exit status; see the README for the exit codes.
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
@@ -427,7 +426,9 @@ def main() -> None:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
     except Exception as exc:
-        if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        from basis_live.store import is_locked
+
+        if is_locked(exc):
             sys.stderr.write(f"error {MonitoringError.code}: the state database is locked by another process "
                              f"({exc}); this command may not have completed: check `basis-live status` and try again\n")
             sys.exit(EXIT_FAILURE)
